@@ -1,2 +1,67 @@
 """The structured ring overlay: self-certifying addresses, secure links, the connection table, greedy
 routing, maintenance, the UDP driver and the discrete-event simulator."""
+
+from .address import (
+    ADDRESS_BITS,
+    ADDRESS_BYTES,
+    RING,
+    Address,
+    address_from_bytes,
+    address_from_public_key,
+    address_to_bytes,
+    clockwise,
+    closer,
+    distance_key,
+    from_hex,
+    key_address,
+    ring_distance,
+    short,
+    to_hex,
+)
+from .config import OverlayConfig
+from .events import (
+    Delivered,
+    Endpoint,
+    JoinStateChanged,
+    LinkDown,
+    LinkUp,
+    NeighboursChanged,
+    OverlayEvent,
+    Router,
+    Service,
+    Transmit,
+    Undeliverable,
+)
+from .identity import Identity, verify_signature
+
+__all__ = [
+    "ADDRESS_BITS",
+    "ADDRESS_BYTES",
+    "RING",
+    "Address",
+    "Delivered",
+    "Endpoint",
+    "Identity",
+    "JoinStateChanged",
+    "LinkDown",
+    "LinkUp",
+    "NeighboursChanged",
+    "OverlayConfig",
+    "OverlayEvent",
+    "Router",
+    "Service",
+    "Transmit",
+    "Undeliverable",
+    "address_from_bytes",
+    "address_from_public_key",
+    "address_to_bytes",
+    "clockwise",
+    "closer",
+    "distance_key",
+    "from_hex",
+    "key_address",
+    "ring_distance",
+    "short",
+    "to_hex",
+    "verify_signature",
+]

@@ -14,8 +14,19 @@ LAYERS = ["vnproto", "nat", "overlay", "dht", "ipop"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 # What a pure module may not touch: the event loop, sockets, the clock, devices, the network, and the
 # process-wide random generator (a core receives `now` and a `random.Random`).
-FORBIDDEN_IN_PURE = {"asyncio", "socket", "time", "pytun", "aiodns", "select", "selectors",
-                     "subprocess", "threading", "secrets", "datetime"}
+FORBIDDEN_IN_PURE = {
+    "asyncio",
+    "socket",
+    "time",
+    "pytun",
+    "aiodns",
+    "select",
+    "selectors",
+    "subprocess",
+    "threading",
+    "secrets",
+    "datetime",
+}
 
 
 def _modules() -> list[Path]:
@@ -50,9 +61,10 @@ def test_every_module_says_whether_it_is_pure(path: Path) -> None:
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     if path.name == "__init__.py" and not doc:
         pytest.fail(f"{path.relative_to(ROOT)} needs a docstring saying what the package is")
-    if path.name != "__init__.py" and path.name != "__main__.py":
+    if path.name not in {"__init__.py", "__main__.py"}:
         assert doc.startswith(("Pure.", "I/O.")), (
-            f"{path.relative_to(ROOT)}: the docstring must start with 'Pure.' or 'I/O.'")
+            f"{path.relative_to(ROOT)}: the docstring must start with 'Pure.' or 'I/O.'"
+        )
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -67,11 +79,13 @@ def test_pure_modules_touch_no_io_clock_or_global_randomness(path: Path) -> None
         assert top not in FORBIDDEN_IN_PURE, f"{rel}:{line}: a pure module imports {module}"
         if top == "random":
             assert module == "random" and names == ["Random"], (
-                f"{rel}:{line}: a pure module takes a random.Random; it may import only that type")
+                f"{rel}:{line}: a pure module takes a random.Random; it may import only that type"
+            )
         if top == "os":
             assert "urandom" not in names, f"{rel}:{line}: os.urandom in a pure module"
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             call = f"{node.value.id}.{node.attr}"
             assert call not in {"os.urandom", "os.getrandom", "random.random"}, (
-                f"{rel}:{node.lineno}: {call} in a pure module")
+                f"{rel}:{node.lineno}: {call} in a pure module"
+            )
