@@ -1,0 +1,457 @@
+"""Pure. Ring upkeep: joining, keepalives, near, far and shortcut links, repair.
+
+Theory of operation. A node's join state moves through
+
+    BOOTSTRAPPING --a link--> JOINING --a near link on each side--> JOINED
+    JOINED --lost every link--> ISOLATED --a link--> JOINING
+
+A node with no links handshakes with every bootstrap endpoint, retrying with exponential backoff (1 s to
+60 s) and saying so in its state detail. Once linked, it routes a connect-to-me to its own address
+(excluding itself) through that peer: the closest existing node answers, with its neighbour list.
+
+Near links: the ``near_per_side`` closest linked peers on each side carry the NEAR role. Nodes tell their
+near peers their neighbour list whenever it changes and every ``ANNOUNCE_S``; a node that learns of a node
+closer than one of its near peers links to it. That is the ring's stabilisation; it also zips two rings
+together after a partition heals, because nodes keep probing the peers they lost.
+
+Far links: ``round(log2 N)`` links (N estimated from the span of the near peers), each towards a ring
+position drawn from Symphony's harmonic distribution, so that greedy routing takes O(log N) hops.
+
+Keepalives: an idle link is pinged after ``keepalive_s``; an unanswered ping is repeated after 1, 2, 4 s
+and after ``probe_retries`` the peer is declared dead. Any authenticated packet counts as life.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from .address import RING, Address, clockwise, short
+from .events import Endpoint, JoinStateChanged, NeighboursChanged
+from .table import FAR, LEAF, NEAR, SHORTCUT, Link
+from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Ping, Roles
+
+if TYPE_CHECKING:
+    from .node import OverlayNode
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAPPING, JOINING, JOINED, ISOLATED = "bootstrapping", "joining", "joined", "isolated"
+
+TICK_S = 5.0
+"""Period of the housekeeping pass. Link liveness has its own precise timers; the tick only handles
+things measured in tens of seconds (far links, idle shortcuts, lost-peer probes)."""
+
+ANNOUNCE_S = 60.0
+"""Unchanged neighbour lists are re-sent this often; a changed one at once."""
+
+ROLELESS_GRACE_S = 10.0
+"""A link neither end has a role for is closed after this; time for the peer's hello to arrive."""
+
+KNOWN_MAX = 48
+"""Nodes remembered from neighbour lists but not linked; the closest are kept."""
+
+KNOWN_TTL_S = 120.0
+"""Known nodes not heard of for this long are forgotten."""
+
+FAILED_HOLD_S = 60.0
+"""A node we failed to link to is not tried again from hearsay for this long (stale neighbour lists
+keep advertising dead nodes for a while)."""
+
+LOST_MAX = 8
+"""Recently lost peers kept to probe directly; after a partition heals they bring the rings together."""
+
+LOST_PROBE_S = 30.0
+"""How often one lost peer is probed; one handshake packet, so cheap."""
+
+LOST_TTL_S = 600.0
+"""Lost peers are forgotten after this."""
+
+FAR_IN_FLIGHT = 2
+"""Far-link attempts at once: enough to fill the table in a minute, gentle on a joining overlay."""
+
+REPAIR_PROBE_S = (1.0, 5.0, 20.0)
+"""After a near link dies, probe for the node that should replace it at these delays."""
+
+STABILISE_S = 300.0
+"""Even with nothing lost, probe both sides of the ring this often: a safety net for any inconsistency
+that neighbour lists did not reveal (it costs two routed messages per node per five minutes)."""
+
+LEAF_HOLD_S = 30.0
+"""A leaf link (joining, or a lost peer found again) keeps its role this long after joining."""
+
+
+class Maintenance:
+    def __init__(self, node: OverlayNode, now: float) -> None:
+        self.node = node
+        self.state = JOINED if not node.config.bootstrap else BOOTSTRAPPING
+        self.state_detail = "first node of a new overlay" if self.state == JOINED else "starting"
+        self.known: dict[int, tuple[tuple[Endpoint, ...], float]] = {}
+        self.failed: dict[int, float] = {}
+        self.lost: dict[int, tuple[Endpoint, float]] = {}
+        self.traffic: dict[int, tuple[float, int]] = {}
+        self.bootstrap_backoff = node.config.bootstrap_retry_s
+        self.next_bootstrap = now
+        self.bootstrap_attempts: set[int] = set()
+        self.last_announce = -math.inf
+        self.announced: tuple[Address, ...] = ()
+        self.neighbours: tuple[tuple[Address, ...], tuple[Address, ...]] = ((), ())
+        self.far_in_flight: dict[int, float] = {}
+        self.next_lost_probe = now + LOST_PROBE_S
+        self.join_answered = self.state == JOINED
+        self.join_attempts: set[int] = set()
+        self.next_stabilise = now + STABILISE_S
+        node.set_timer(now, "tick", None)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if state != self.state or detail != self.state_detail:
+            if state != self.state:
+                log.info("%s %s: %s", self.node.log_prefix, state, detail)
+            self.state, self.state_detail = state, detail
+            self.node.emit(JoinStateChanged(state, detail))
+
+    def reply_via(self) -> Address | None:
+        """While joining, replies reach this node only through the peer it joined through."""
+        if self.state == JOINED:
+            return None
+        for link in self.node.table:
+            if link.my_roles & LEAF and link.direct:
+                return link.peer
+        return None
+
+    def n_estimate(self) -> int:
+        table = self.node.table
+        k = self.node.config.near_per_side
+        if len(table) < 2 * k:
+            return len(table) + 1
+        span = table.span(k)
+        return max(len(table) + 1 if span == RING else 0, round(2 * k * RING / span))
+
+    # -- the tick --------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        node = self.node
+        node.set_timer(now + TICK_S * (0.9 + 0.2 * node.rng.random()), "tick", None)
+        node.security.expire(now)
+        if len(node.table) == 0 and node.config.bootstrap:
+            self._bootstrap(now)
+        self._expire_hearsay(now)
+        self.recompute(now)
+        if self.state == JOINING and not self.join_attempts:
+            self._join_probe(now)
+        if now >= self.next_stabilise:
+            self.next_stabilise = now + STABILISE_S * (0.8 + 0.4 * node.rng.random())
+            self.repair(now)
+        self._manage_far(now)
+        self._manage_links(now)
+        self._probe_lost(now)
+
+    def _bootstrap(self, now: float) -> None:
+        if self.state == JOINED:
+            self._set_state(ISOLATED, "lost every link; contacting bootstrap peers")
+        self.bootstrap_attempts &= set(self.node.connector.attempts)
+        if self.bootstrap_attempts or now < self.next_bootstrap:
+            return
+        if self.state in (BOOTSTRAPPING, ISOLATED) and self.next_bootstrap > self.node.started:
+            self._set_state(
+                self.state,
+                f"no bootstrap peer answered; retrying every {self.bootstrap_backoff:.0f} s",
+            )
+        for endpoint in self.node.config.bootstrap:
+            self.bootstrap_attempts.add(self.node.connector.connect_endpoint(endpoint, LEAF, now))
+        self.next_bootstrap = now + self.bootstrap_backoff + self.node.config.handshake_timeout_s
+        self.bootstrap_backoff = min(self.bootstrap_backoff * 2, self.node.config.bootstrap_retry_max_s)
+
+    def _expire_hearsay(self, now: float) -> None:
+        self.known = {a: v for a, v in self.known.items() if now - v[1] < KNOWN_TTL_S}
+        self.failed = {a: t for a, t in self.failed.items() if now - t < FAILED_HOLD_S}
+        self.lost = {a: v for a, v in self.lost.items() if now - v[1] < LOST_TTL_S}
+        attempts = self.node.connector.attempts
+        self.far_in_flight = {a: t for a, t in self.far_in_flight.items() if a in attempts}
+        self.join_attempts &= set(attempts)
+        window = self.node.config.shortcut_window_s
+        self.traffic = {a: v for a, v in self.traffic.items() if now - v[0] < window}
+
+    # -- near links and stabilisation ----------------------------------------------------------------
+
+    def ring_changed(self, now: float) -> None:
+        self.recompute(now)
+
+    def recompute(self, now: float) -> None:
+        node = self.node
+        table = node.table
+        k = node.config.near_per_side
+        left, right = table.left(k), table.right(k)
+        near = set(left) | set(right)
+        for link in table:
+            if (link.peer in near) != bool(link.my_roles & NEAR):
+                link.my_roles ^= NEAR
+                if link.sessions:
+                    node.send_control(link, Roles(link.my_roles), now)
+        view = (tuple(left), tuple(right))
+        if view != self.neighbours:
+            old_left, old_right = self.neighbours
+            self.neighbours = view
+            node.emit(NeighboursChanged(*view))
+            lost = any(a not in near for a in old_left[:1] + old_right[:1] if node.table.get(a) is None)
+            if lost and self.state == JOINED:
+                for delay in REPAIR_PROBE_S:
+                    node.set_timer(now + delay, "repair", None)
+        self._join_progress(left, right, now)
+        self._seek_closer(left, right, now)
+        self._announce(now)
+
+    def _join_progress(self, left: list[Address], right: list[Address], now: float) -> None:
+        if len(self.node.table) == 0:
+            return
+        if self.state in (BOOTSTRAPPING, ISOLATED):
+            self._set_state(JOINING, "linked; looking for ring neighbours")
+            self.join_answered = False
+            self._join_probe(now)
+        if self.state == JOINING and self.join_answered and left and right:
+            for link in self.node.table:
+                if link.my_roles & LEAF:
+                    self.drop_role(link, LEAF, now)
+            self._set_state(JOINED, f"linked to ring neighbours {short(left[0])} and {short(right[0])}")
+
+    def _join_probe(self, now: float, via: Address | None = None) -> None:
+        """Find this node's place: a connect-to-me routed to our own address, excluding ourselves,
+        answered by the closest existing node. ``via`` starts the search at a given peer (a lost peer
+        that answered again after a partition: its ring may be another one)."""
+        node = self.node
+        reply_via = via if via is not None else self.reply_via()
+        attempt = node.connector.connect_address(
+            node.address, NEAR, now, exact=False, via=via, reply_via=reply_via
+        )
+        if attempt is not None:
+            self.join_attempts.add(attempt)
+
+    def connect_answered(self, attempt_id: int, now: float) -> None:
+        if attempt_id in self.join_attempts:
+            self.join_attempts.discard(attempt_id)
+            self.join_answered = True
+
+    def repair(self, now: float) -> None:
+        """A near peer vanished: look for the node that now belongs in its place, on each side, with a
+        connect-to-me routed to the midpoint between us and our nearest peer there. Any node between us
+        and that peer is closer to the midpoint than the peer is, so greedy routing finds it if it
+        exists."""
+        node = self.node
+        if self.state != JOINED:
+            return
+        me = node.address
+        for side, nearest in ((1, node.table.right(1)), (-1, node.table.left(1))):
+            gap = (clockwise(me, nearest[0]) if side == 1 else clockwise(nearest[0], me)) if nearest else RING
+            if gap < 4:
+                continue
+            position = (me + side * (gap // 2)) % RING
+            node.connector.connect_address(Address(position), NEAR, now, exact=False)
+
+    def link_established(self, link: Link, role: int, now: float) -> None:
+        self.watch(link, now)
+        if role & LEAF and self.state == JOINED:
+            self._join_probe(now, via=link.peer)
+
+    def _seek_closer(self, left: list[Address], right: list[Address], now: float) -> None:
+        """Link to known nodes that belong among our near peers."""
+        node = self.node
+        k = node.config.near_per_side
+        me = node.address
+        if not self.known:
+            return
+        connector = node.connector
+        for side, linked in ((1, right), (-1, left)):
+            limit = clockwise(me, linked[-1]) if side == 1 and len(linked) >= k else (
+                clockwise(linked[-1], me) if side == -1 and len(linked) >= k else RING)
+            ranked = sorted(
+                (clockwise(me, a) if side == 1 else clockwise(a, me), a)
+                for a in self.known
+                if a not in self.failed
+            )
+            wanted = 0
+            for dist, addr in ranked:
+                if dist >= limit or wanted >= k:
+                    break
+                wanted += 1
+                if node.table.get(addr) is None and not connector.busy(addr):
+                    connector.connect_address(Address(addr), NEAR, now, hints=self.known[addr][0])
+
+    def neighbour_list(self) -> tuple[Neighbour, ...]:
+        node = self.node
+        k = node.config.near_per_side
+        entries = []
+        for addr in node.table.left(k) + node.table.right(k):
+            link = node.table.get(addr)
+            assert link is not None
+            cands = ((link.endpoint,) if link.endpoint else ()) + tuple(
+                c for c in link.candidates if c != link.endpoint
+            )
+            entries.append(Neighbour(addr, cands[:4]))
+        return tuple(entries[:MAX_NEIGHBOURS])
+
+    def _announce(self, now: float) -> None:
+        node = self.node
+        entries = self.neighbour_list()
+        current = tuple(e.address for e in entries)
+        if current == self.announced and now - self.last_announce < ANNOUNCE_S:
+            return
+        self.announced, self.last_announce = current, now
+        message = Neighbours(entries)
+        for addr in set(current):
+            link = node.table.get(addr)
+            if link is not None and link.sessions:
+                node.send_control(link, message, now)
+
+    def learn(self, entries: tuple[Neighbour, ...], now: float) -> None:
+        node = self.node
+        me = node.address
+        for entry in entries:
+            if entry.address == me or node.table.get(entry.address) is not None:
+                continue
+            self.known[entry.address] = (entry.candidates, now)
+        if len(self.known) > KNOWN_MAX:
+            ranked = sorted(self.known, key=lambda a: min(clockwise(me, a), clockwise(a, me)))
+            for addr in ranked[KNOWN_MAX:]:
+                del self.known[addr]
+        self.recompute(now)
+
+    # -- far links ------------------------------------------------------------------------------------
+
+    def far_target(self) -> int:
+        config = self.node.config
+        if config.far_links:
+            return config.far_links
+        n = self.n_estimate()
+        if n <= 2 * config.near_per_side + 1:
+            return 0
+        return max(1, min(config.max_far_links, round(math.log2(n))))
+
+    def _manage_far(self, now: float) -> None:
+        node = self.node
+        if self.state != JOINED:
+            return
+        mine = [link for link in node.table if link.my_roles & FAR]
+        target = self.far_target()
+        missing = target - len(mine) - len(self.far_in_flight)
+        for _ in range(min(missing, FAR_IN_FLIGHT - len(self.far_in_flight))):
+            n = max(self.n_estimate(), 2)
+            distance = int(RING / n * (n / 2) ** node.rng.random())
+            position = (node.address + distance if node.rng.random() < 0.5 else node.address - distance) % RING
+            attempt = node.connector.connect_address(Address(position), FAR, now, exact=False)
+            if attempt is not None:
+                self.far_in_flight[attempt] = now
+        for link in mine[target:]:
+            self.drop_role(link, FAR, now)
+
+    # -- links without a purpose, idle shortcuts, lost peers ------------------------------------------
+
+    def _manage_links(self, now: float) -> None:
+        node = self.node
+        idle = node.config.shortcut_idle_s
+        for link in list(node.table):
+            if link.my_roles & SHORTCUT and now - link.last_app > idle:
+                self.drop_role(link, SHORTCUT, now)
+            if link.my_roles & LEAF and self.state == JOINED and now - link.created > LEAF_HOLD_S:
+                self.drop_role(link, LEAF, now)
+            if link.my_roles == 0 and link.peer_roles == 0:
+                if link.unused_since is None:
+                    link.unused_since = now
+                elif now - link.unused_since >= ROLELESS_GRACE_S:
+                    node.send_control(link, Close("unused"), now)
+                    node.drop_link(link, "unused", now)
+            else:
+                link.unused_since = None
+            if link.sessions:
+                session = link.sessions[-1]
+                if now - session.created_at > node.config.rekey_s and session.initiator:  # type: ignore[attr-defined]
+                    node.connector.rekey(link, now)
+                for session in link.sessions:
+                    if now - session.last_sent > TICK_S and now - session.last_received > TICK_S:  # type: ignore[attr-defined]
+                        session.drop_cipher_contexts()  # type: ignore[attr-defined]
+
+    def _probe_lost(self, now: float) -> None:
+        if now < self.next_lost_probe or not self.lost:
+            return
+        self.next_lost_probe = now + LOST_PROBE_S
+        addr = min(self.lost, key=lambda a: self.lost[a][1])
+        endpoint, _ = self.lost.pop(addr)
+        self.lost[addr] = (endpoint, now)
+        if self.node.table.get(addr) is None and not self.node.connector.busy(addr):
+            self.node.connector.connect_endpoint(endpoint, LEAF, now)
+
+    # -- roles ---------------------------------------------------------------------------------------
+
+    def add_role(self, link: Link, role: int, now: float, announce: bool = True) -> None:
+        if link.my_roles & role != role:
+            link.my_roles |= role
+            if announce and link.sessions:
+                self.node.send_control(link, Roles(link.my_roles), now)
+
+    def drop_role(self, link: Link, role: int, now: float) -> None:
+        if link.my_roles & role:
+            link.my_roles &= ~role
+            if link.sessions:
+                self.node.send_control(link, Roles(link.my_roles), now)
+
+    def roles_changed(self, link: Link, now: float) -> None:
+        if link.peer_roles or link.my_roles:
+            link.unused_since = None
+
+    # -- liveness ------------------------------------------------------------------------------------
+
+    def check_link(self, peer: int, now: float) -> None:
+        node = self.node
+        link = node.table.get(peer)
+        if link is None or now < link.next_check:
+            return
+        config = node.config
+        idle = now - link.last_rx
+        if idle < config.keepalive_s:
+            link.probe_tries = 0
+            self._arm(link, link.last_rx + config.keepalive_s * (0.9 + 0.1 * node.rng.random()))
+            return
+        if link.probe_tries >= config.probe_retries:
+            self._lost(link, now)
+            node.drop_link(link, f"no answer for {idle:.0f} s", now)
+            return
+        link.probe_tries += 1
+        link.probe_nonce = node.rng.getrandbits(32)
+        link.probe_sent = now
+        node.send_control(link, Ping(link.probe_nonce), now)
+        self._arm(link, now + 2 ** (link.probe_tries - 1))
+
+    def _arm(self, link: Link, when: float) -> None:
+        link.next_check = when
+        self.node.set_timer(when, "link", link.peer)
+
+    def watch(self, link: Link, now: float) -> None:
+        self._arm(link, now + self.node.config.keepalive_s)
+
+    def _lost(self, link: Link, now: float) -> None:
+        if link.endpoint is not None:
+            self.lost[link.peer] = (link.endpoint, now)
+            if len(self.lost) > LOST_MAX:
+                del self.lost[min(self.lost, key=lambda a: self.lost[a][1])]
+
+    # -- hooks from routing and the connector --------------------------------------------------------
+
+    def route_error(self, dest: Address, now: float) -> None:
+        self.known.pop(dest, None)
+
+    def attempt_failed(self, peer: Address | None, role: int, targets: list[Endpoint], now: float) -> None:
+        if peer is not None:
+            self.failed[peer] = now
+            self.known.pop(peer, None)
+
+    def count_traffic(self, dest: Address, now: float) -> None:
+        """Traffic-driven shortcuts: enough messages to one destination open a direct link to it."""
+        start, count = self.traffic.get(dest, (now, 0))
+        count += 1
+        self.traffic[dest] = (start, count)
+        if count == self.node.config.shortcut_after_messages and dest not in self.failed:
+            self.node.connector.connect_address(dest, SHORTCUT, now)
+
+

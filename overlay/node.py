@@ -1,0 +1,471 @@
+"""Pure. The overlay node: a sans-IO core that turns datagrams, timers and application requests into
+datagrams and events.
+
+Theory of operation. ``OverlayNode`` follows aioquic's shape: the driver (real UDP in ``driver``, or the
+simulator) hands it every received datagram with ``receive_datagram(data, addr, now)``, collects what to
+send with ``datagrams_to_send(now)``, wakes it at ``get_timer()`` with ``handle_timer(now)``, and drains
+``next_event()``. Applications call ``send()``. The node never reads a clock, a socket or a global random
+generator: ``now`` and ``rng`` come from outside, so the simulator replays a run exactly from its seed.
+
+Every datagram is either a link handshake message or a sealed link packet (``linksec``), a hole-punching
+probe, or a LAN beacon. Inside a sealed packet is an application message from the link peer, a control
+message of the link (``wire``), or a message being routed across the ring. Routing is greedy: forward to
+the linked peer closest to the destination on the ring until no peer is closer than this node
+(``table``). Link set-up lives in ``connector``, ring upkeep (near, far and shortcut links, keepalives,
+bootstrap) in ``maintenance``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter, deque
+from random import Random
+from typing import Any
+
+from .address import Address, closer, short, to_hex
+from .config import OverlayConfig
+from .connector import Connector, TunnelPath
+from .events import (
+    Delivered,
+    Endpoint,
+    LinkDown,
+    LinkUp,
+    OverlayEvent,
+    Service,
+    Transmit,
+    Undeliverable,
+)
+from .identity import Identity
+from .linksec import (
+    HS_FIN,
+    HS_INIT,
+    HS_RESP,
+    MAGIC,
+    PACKET_DATA,
+    Dropped,
+    Established,
+    LinkSecurity,
+    Plaintext,
+    Reply,
+    Session,
+)
+from .maintenance import Maintenance
+from .table import LEAF, ConnectionTable, Link, role_names
+from .wire import (
+    FLAG_EXACT,
+    FLAG_EXCLUDE_SRC,
+    KIND_APP,
+    KIND_CONTROL,
+    KIND_ROUTED,
+    Close,
+    Hello,
+    Neighbours,
+    Ping,
+    Pong,
+    Roles,
+    Routed,
+    RouteError,
+    WireError,
+    decode_control,
+    decode_overlay,
+    decode_routed,
+    encode_app,
+    encode_control,
+    encode_overlay,
+    encode_routed,
+)
+
+log = logging.getLogger(__name__)
+
+Path = Endpoint | TunnelPath
+"""Where a datagram came from or goes to: an underlay endpoint, or a tunnel through the overlay."""
+
+MAX_EVENTS = 65536
+"""Events not drained by the application are dropped (and counted) beyond this, bounding memory."""
+
+
+class OverlayNode:
+    """One overlay member. See the module docstring for how to drive it."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: OverlayConfig,
+        rng: Random,
+        now: float,
+        *,
+        local_endpoints: tuple[Endpoint, ...] = (),
+        suite: int = 1,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.rng = rng
+        self._address = identity.address
+        self.log_prefix = short(self._address)
+        self.started = now
+        self.security = LinkSecurity(
+            identity,
+            config.realm,
+            config.secret,
+            rng,
+            suite=suite,
+            handshakes_per_second=config.handshakes_per_second,
+            handshake_timeout_s=config.handshake_timeout_s,
+        )
+        self.table = ConnectionTable(self._address)
+        self.local_endpoints = local_endpoints
+        self.counters: Counter[str] = Counter()
+        self._out: list[Transmit] = []
+        self._events: deque[OverlayEvent] = deque()
+        self._timers: list[tuple[float, int, str, Any]] = []
+        self._timer_seq = 0
+        self.connector = Connector(self)
+        self.maintenance = Maintenance(self, now)
+
+    # -- the sans-IO surface -------------------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    def receive_datagram(self, data: bytes, addr: Endpoint, now: float) -> None:
+        """Feed one datagram from the underlay. Never raises on any input."""
+        self.counters["rx_datagrams"] += 1
+        self.counters["rx_bytes"] += len(data)
+        self._receive(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[Transmit]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, ref = heapq.heappop(timers)
+            if kind == "link":
+                self.maintenance.check_link(ref, now)
+            elif kind == "attempt":
+                self.connector.on_timer(ref, now)
+            elif kind == "tick":
+                self.maintenance.tick(now)
+            elif kind == "punchback":
+                self.connector.punch_round(now)
+            elif kind == "repair":
+                self.maintenance.repair(now)
+
+    def next_event(self) -> OverlayEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def close(self, now: float) -> None:
+        """Leave the overlay politely: every peer hears that this node is going."""
+        for link in list(self.table):
+            self.send_control(link, Close("leaving"), now)
+        for link in list(self.table):
+            self.drop_link(link, "closed by this node", now, notify=False)
+
+    # -- what applications call ---------------------------------------------------------------------
+
+    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+        """Route ``payload`` to ``dest`` (see ``events.Router``). Over a direct link when one exists."""
+        link = self.table.get(dest)
+        if link is not None and link.sessions:
+            link.last_app = now
+            self.send_plain(link, encode_app(service, payload), now)
+            return
+        if dest == self._address:
+            self.emit(Delivered(self._address, dest, service, payload, 0, exact))
+            return
+        if service >= Service.DHT:
+            self.maintenance.count_traffic(dest, now)
+        self.route(Routed(FLAG_EXACT if exact else 0, service, 0, self._address, dest, None, payload), now)
+
+    def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+        k = self.config.near_per_side
+        return tuple(self.table.left(k)), tuple(self.table.right(k))
+
+    # -- helpers used by connector and maintenance ----------------------------------------------------
+
+    def emit(self, event: OverlayEvent) -> None:
+        if len(self._events) >= MAX_EVENTS:
+            self.counters["events_dropped"] += 1
+            return
+        self._events.append(event)
+
+    def set_timer(self, when: float, kind: str, ref: Any) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, ref))
+
+    def transmit(self, data: bytes, path: Path, now: float, ttl: int = 0) -> None:
+        """Send a whole datagram along ``path``: straight to an endpoint, or tunnelled through the
+        overlay as a routed message of service TUNNEL (whose payload names the relay, for the reply)."""
+        self.counters["tx_datagrams"] += 1
+        if isinstance(path, TunnelPath):
+            relay = path.relay.to_bytes(20, "big") if path.relay is not None else bytes(20)
+            self.route(
+                Routed(FLAG_EXACT, Service.TUNNEL, 0, self._address, path.peer, path.relay, relay + data),
+                now,
+            )
+            return
+        self.counters["tx_bytes"] += len(data)
+        self._out.append((data, path, ttl))
+
+    def link_path(self, link: Link) -> Path:
+        if link.endpoint is not None:
+            return link.endpoint
+        return TunnelPath(link.peer, link.relay)
+
+    def send_plain(self, link: Link, plaintext: bytes, now: float) -> None:
+        """Seal ``plaintext`` in the link's newest usable session and send it."""
+        session = self._sending_session(link)
+        if session is None:
+            self.counters["tx_no_session"] += 1
+            return
+        try:
+            datagram = session.seal(plaintext, now)
+        except ValueError:  # counter exhausted: the rekey did not happen in time
+            self.counters["tx_seal_refused"] += 1
+            return
+        link.last_tx = now
+        self.transmit(datagram, self.link_path(link), now)
+
+    def send_control(self, link: Link, msg: Any, now: float) -> None:
+        self.counters["tx_control"] += 1
+        self.send_plain(link, encode_control(msg), now)
+
+    def send_overlay(self, dest: Address, msg: Any, now: float, *, exact: bool = True,
+                     exclude_src: bool = False, via: Address | None = None) -> None:
+        flags = (FLAG_EXACT if exact else 0) | (FLAG_EXCLUDE_SRC if exclude_src else 0)
+        self.route(Routed(flags, Service.OVERLAY, 0, self._address, dest, via, encode_overlay(msg)), now)
+
+    @staticmethod
+    def _sending_session(link: Link) -> Session | None:
+        sessions: list[Session] = link.sessions  # type: ignore[assignment]
+        for session in reversed(sessions):
+            if session.confirmed:
+                return session
+        return sessions[-1] if sessions else None
+
+    def drop_link(self, link: Link, reason: str, now: float, *, notify: bool = True) -> None:
+        if self.table.remove(link.peer) is None:
+            return
+        for session in link.sessions:
+            self.security.close_session(session)  # type: ignore[arg-type]
+        link.sessions = []
+        log.info("%s link to %s down: %s", self.log_prefix, short(link.peer), reason)
+        self.emit(LinkDown(link.peer, reason))
+        if notify:
+            self.maintenance.ring_changed(now)
+
+    # -- receive path -------------------------------------------------------------------------------
+
+    def _receive(self, data: bytes, path: Path, now: float) -> None:
+        if len(data) < 2 or data[0] != MAGIC:
+            self.connector.on_foreign_datagram(data, path, now)
+            return
+        kind = data[1]
+        if kind == PACKET_DATA:
+            opened = self.security.open_data(data, now)
+            if opened is None:
+                self.counters["rx_dropped_data"] += 1
+                return
+            session, plaintext = opened
+            self._on_plaintext(session, plaintext, path, now)
+        elif kind in (HS_INIT, HS_RESP, HS_FIN):
+            self._on_handshake(data, path, now)
+        else:
+            self.connector.on_probe(data, path, now)
+
+    def _on_handshake(self, data: bytes, path: Path, now: float) -> None:
+        result = self.security.receive(data, now)
+        if isinstance(result, Reply):
+            self.transmit(result.packet, path, now)
+        elif isinstance(result, Established):
+            if result.reply is not None:
+                self.transmit(result.reply, path, now)
+            self.connector.on_established(result.session, path, now)
+        elif isinstance(result, Plaintext):
+            self._on_plaintext(result.session, result.data, path, now)
+        elif isinstance(result, Dropped):
+            self.counters[f"rx_dropped_{result.reason}"] += 1
+
+    def _on_plaintext(self, session: Session, plaintext: bytes, path: Path, now: float) -> None:
+        link = self.table.get(session.peer_address)
+        if link is None or session not in link.sessions:
+            self.counters["rx_unlinked_session"] += 1
+            return
+        link.last_rx = now
+        link.probe_tries = 0
+        if not isinstance(path, TunnelPath) and path != link.endpoint:
+            self.connector.path_changed(link, path, now)
+        if not plaintext:
+            return
+        kind = plaintext[0]
+        if kind == KIND_APP:
+            if len(plaintext) < 2:
+                self.counters["rx_malformed"] += 1
+                return
+            link.last_app = now
+            self.emit(Delivered(link.peer, self._address, plaintext[1], plaintext[2:], 1, True))
+        elif kind == KIND_ROUTED:
+            try:
+                msg = decode_routed(plaintext)
+            except WireError:
+                self.counters["rx_malformed"] += 1
+                return
+            msg.hops += 1
+            if msg.service >= Service.DHT:
+                link.last_app = now
+            self.route(msg, now)
+        elif kind == KIND_CONTROL:
+            try:
+                control = decode_control(plaintext[1:])
+            except WireError:
+                self.counters["rx_malformed"] += 1
+                return
+            self._on_control(link, control, path, now)
+        else:
+            self.counters["rx_malformed"] += 1
+
+    def _on_control(self, link: Link, msg: Any, path: Path, now: float) -> None:
+        observed = None if isinstance(path, TunnelPath) else path
+        if isinstance(msg, Ping):
+            self.send_control(link, Pong(msg.nonce, observed), now)
+        elif isinstance(msg, Pong):
+            if msg.nonce == link.probe_nonce and link.probe_sent:
+                link.observe_rtt(now - link.probe_sent)
+                link.probe_sent = 0.0
+            self.connector.observed(link, msg.observed, now)
+        elif isinstance(msg, Hello):
+            link.peer_roles = msg.roles
+            link.candidates = msg.candidates
+            self.connector.observed(link, msg.observed, now)
+            self.connector.hello_received(link, now)
+            self.maintenance.ring_changed(now)
+        elif isinstance(msg, Roles):
+            link.peer_roles = msg.roles
+            self.maintenance.roles_changed(link, now)
+        elif isinstance(msg, Neighbours):
+            self.maintenance.learn(msg.entries, now)
+        elif isinstance(msg, Close):
+            self.drop_link(link, f"closed by peer: {msg.reason}", now)
+
+    # -- routing ------------------------------------------------------------------------------------
+
+    def route(self, msg: Routed, now: float) -> None:
+        """Deliver ``msg`` here or forward it one hop closer to its destination."""
+        if msg.hops > self.config.hop_limit:
+            self.counters["route_hop_limit"] += 1
+            self._route_failed(msg, "hop_limit", now)
+            return
+        if msg.via is not None:
+            if msg.via != self._address:
+                self._route_towards(msg.via, True, None, msg, now)
+                return
+            msg.via = None  # reached the via node: from here on, ordinary routing to dest
+        exclude = msg.src if msg.flags & FLAG_EXCLUDE_SRC else None
+        self._route_towards(msg.dest, bool(msg.flags & FLAG_EXACT), exclude, msg, now)
+
+    def _route_towards(
+        self, target: Address, exact: bool, exclude: Address | None, msg: Routed, now: float
+    ) -> None:
+        me = self._address
+        if target == me and exclude != me:
+            self._deliver(msg, now)
+            return
+        link = self.table.get(target)
+        if link is None or not link.sessions or target == exclude:
+            nxt = self.table.closest(target, exclude)
+            link = None if nxt is None else self.table.get(nxt)
+            if link is not None and exclude != me and not closer(target, link.peer, me):
+                link = None  # this node is at least as close as any peer: the route ends here
+        if link is None:
+            if exact or (exclude == me and msg.src == me):
+                self._route_failed(msg, "no_route" if len(self.table) else "not_joined", now)
+            else:
+                self._deliver(msg, now)
+            return
+        self._forward(link, msg, now)
+
+    def _forward(self, link: Link, msg: Routed, now: float) -> None:
+        if msg.src != self._address:
+            self.counters["forwarded"] += 1
+        self.send_plain(
+            link,
+            encode_routed(msg.flags, msg.service, msg.hops, msg.src, msg.dest, msg.via, msg.payload),
+            now,
+        )
+
+    def _deliver(self, msg: Routed, now: float) -> None:
+        exact = msg.dest == self._address
+        if msg.service == Service.OVERLAY:
+            try:
+                overlay_msg = decode_overlay(msg.payload)
+            except WireError:
+                self.counters["rx_malformed"] += 1
+                return
+            if isinstance(overlay_msg, RouteError):
+                self.emit(Undeliverable(overlay_msg.dest, overlay_msg.service, "no_route"))
+                self.maintenance.route_error(overlay_msg.dest, now)
+            else:
+                self.connector.on_overlay_message(msg.src, overlay_msg, now)
+            return
+        if msg.service == Service.TUNNEL:
+            if not exact or len(msg.payload) < 22:
+                self.counters["rx_malformed"] += 1
+                return
+            relay_bytes = msg.payload[:20]
+            relay = None if relay_bytes == bytes(20) else Address(int.from_bytes(relay_bytes, "big"))
+            self._receive(msg.payload[20:], TunnelPath(msg.src, relay), now)
+            return
+        self.emit(Delivered(msg.src, msg.dest, msg.service, msg.payload, msg.hops, exact))
+
+    def _route_failed(self, msg: Routed, reason: str, now: float) -> None:
+        if msg.src == self._address:
+            self.emit(Undeliverable(msg.dest, msg.service, reason))
+            return
+        if msg.service == Service.OVERLAY or msg.service == Service.TUNNEL:
+            return  # no error about errors, and tunnels have their own retransmission
+        self.counters["route_errors_sent"] += 1
+        self.send_overlay(msg.src, RouteError(msg.dest, msg.service), now)
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        """Everything ``ipop status`` shows about the overlay, as JSON-ready data."""
+        left, right = self.ring_neighbours()
+        links = []
+        for link in sorted(self.table, key=lambda lk: lk.peer):
+            links.append(
+                {
+                    "peer": to_hex(link.peer),
+                    "kinds": sorted(role_names(link.my_roles | link.peer_roles) - {"leaf"})
+                    or (["leaf"] if (link.my_roles | link.peer_roles) & LEAF else []),
+                    "my_roles": sorted(role_names(link.my_roles)),
+                    "peer_roles": sorted(role_names(link.peer_roles)),
+                    "path": link.path_text(),
+                    "endpoint": f"{link.endpoint[0]}:{link.endpoint[1]}" if link.endpoint else None,
+                    "rtt_ms": None if link.srtt is None else round(link.srtt * 1000, 2),
+                    "age_s": round(now - link.created, 1),
+                    "idle_s": round(now - link.last_rx, 1),
+                }
+            )
+        return {
+            "address": to_hex(self._address),
+            "state": self.maintenance.state,
+            "state_detail": self.maintenance.state_detail,
+            "n_estimate": self.maintenance.n_estimate(),
+            "left": [to_hex(a) for a in left],
+            "right": [to_hex(a) for a in right],
+            "links": links,
+            "nat": self.connector.nat_status(),
+            "counters": dict(sorted(self.counters.items())),
+            "security": dict(sorted(self.security.counters.items())),
+        }
+
+    def link_up(self, link: Link) -> None:
+        log.info("%s link to %s up via %s", self.log_prefix, short(link.peer), link.path_text())
+        self.emit(LinkUp(link.peer, role_names(link.my_roles | link.peer_roles), link.path_text()))

@@ -1,0 +1,176 @@
+"""Pure. The connection table: one :class:`Link` per peer, kept in ring order for routing.
+
+Theory of operation. Every link has *roles* on each side: ``NEAR`` (one of the ``near_per_side``
+closest nodes on either side of the ring), ``FAR`` (drawn from Symphony's harmonic distribution),
+``SHORTCUT`` (opened because the two ends exchange traffic) and ``LEAF`` (a temporary link to a bootstrap
+peer while joining). The two ends tell each other their roles; a link lives while either end has a role
+for it, and is closed when both have none (a far link that one node drew towards another is kept by the
+drawer alone).
+
+Routing is greedy on ring distance. Among a set of points on a ring, the point closest to a target is
+the first one clockwise or the first one counter-clockwise from it, so keeping peer addresses in a sorted
+list makes every routing decision a binary search, whatever the number of links.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+
+from .address import RING, Address, clockwise, distance_key
+from .events import Endpoint
+
+NEAR = 0x01
+FAR = 0x02
+SHORTCUT = 0x04
+LEAF = 0x08
+
+ROLE_NAMES = {NEAR: "near", FAR: "far", SHORTCUT: "shortcut", LEAF: "leaf"}
+
+
+def role_names(roles: int) -> frozenset[str]:
+    return frozenset(name for bit, name in ROLE_NAMES.items() if roles & bit)
+
+
+class Link:
+    """An authenticated link to one peer. ``sessions`` holds the live key exchanges, newest last (a
+    rekey or a simultaneous open briefly gives two); sending uses the newest confirmed one.
+
+    The path is either a direct underlay ``endpoint`` or, when no direct path could be punched, a tunnel
+    through the overlay: via the common neighbour ``relay`` (Brunet's tunnel edge), or greedy-routed when
+    ``relay`` is ``None`` and ``endpoint`` is ``None`` too."""
+
+    __slots__ = (
+        "candidates",
+        "created",
+        "endpoint",
+        "last_app",
+        "last_rx",
+        "last_tx",
+        "my_roles",
+        "next_check",
+        "peer",
+        "peer_roles",
+        "probe_nonce",
+        "probe_sent",
+        "probe_tries",
+        "relay",
+        "sessions",
+        "srtt",
+        "unused_since",
+    )
+
+    def __init__(self, peer: Address, now: float) -> None:
+        self.peer = peer
+        self.sessions: list[object] = []
+        self.endpoint: Endpoint | None = None
+        self.relay: Address | None = None
+        self.my_roles = 0
+        self.peer_roles = 0
+        self.created = now
+        self.last_rx = now
+        self.last_tx = now
+        self.last_app = now
+        self.srtt: float | None = None
+        self.probe_nonce = 0
+        self.probe_sent = 0.0
+        self.probe_tries = 0
+        self.candidates: tuple[Endpoint, ...] = ()
+        self.next_check = 0.0
+        self.unused_since: float | None = None
+
+    @property
+    def direct(self) -> bool:
+        return self.endpoint is not None
+
+    def path_text(self) -> str:
+        if self.endpoint is not None:
+            return f"udp://{self.endpoint[0]}:{self.endpoint[1]}"
+        if self.relay is not None:
+            return f"relay:{self.relay:040x}"[:14]
+        return "routed"
+
+    def observe_rtt(self, sample: float) -> None:
+        """Smoothed RTT as TCP does it (RFC 6298, alpha 1/8)."""
+        self.srtt = sample if self.srtt is None else self.srtt + (sample - self.srtt) / 8
+
+
+class ConnectionTable:
+    """Links by peer address, plus the sorted ring of linked addresses."""
+
+    __slots__ = ("_ring", "links", "me")
+
+    def __init__(self, me: Address) -> None:
+        self.me = me
+        self.links: dict[Address, Link] = {}
+        self._ring: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.links)
+
+    def __iter__(self) -> Iterator[Link]:
+        return iter(self.links.values())
+
+    def get(self, peer: int) -> Link | None:
+        return self.links.get(peer)  # type: ignore[call-overload, no-any-return]
+
+    def add(self, link: Link) -> None:
+        if link.peer in self.links:
+            raise ValueError("peer already linked")
+        if link.peer == self.me:
+            raise ValueError("a node does not link to itself")
+        self.links[link.peer] = link
+        insort(self._ring, link.peer)
+
+    def remove(self, peer: Address) -> Link | None:
+        link = self.links.pop(peer, None)
+        if link is not None:
+            i = bisect_left(self._ring, peer)
+            del self._ring[i]
+        return link
+
+    # -- ring views --------------------------------------------------------------------------------
+
+    def right(self, count: int) -> list[Address]:
+        """Up to ``count`` linked peers clockwise from this node, nearest first."""
+        ring = self._ring
+        n = len(ring)
+        start = bisect_left(ring, self.me)
+        return [Address(ring[(start + i) % n]) for i in range(min(count, n))]
+
+    def left(self, count: int) -> list[Address]:
+        """Up to ``count`` linked peers counter-clockwise from this node, nearest first."""
+        ring = self._ring
+        n = len(ring)
+        start = bisect_left(ring, self.me)
+        return [Address(ring[(start - 1 - i) % n]) for i in range(min(count, n))]
+
+    def closest(self, target: int, exclude: int | None = None) -> Address | None:
+        """The linked peer closest to ``target`` (ring distance, ties clockwise), skipping ``exclude``;
+        ``None`` without links. Only the two peers around the target, on each side, can be closest."""
+        ring = self._ring
+        n = len(ring)
+        if n == 0:
+            return None
+        i = bisect_left(ring, target)
+        best: int | None = None
+        best_key: tuple[int, int] | None = None
+        for j in (i, i + 1, i - 1, i - 2):
+            peer = ring[j % n]
+            if peer == exclude:
+                continue
+            key = distance_key(target, peer)
+            if best_key is None or key < best_key:
+                best, best_key = peer, key
+        return None if best is None else Address(best)
+
+    def span(self, count: int) -> int:
+        """Clockwise span from the ``count``-th left peer to the ``count``-th right peer; the basis of
+        the estimate of N (``count`` peers each side in that stretch of the ring)."""
+        lefts, rights = self.left(count), self.right(count)
+        if not lefts or not rights:
+            return RING
+        return clockwise(lefts[-1], rights[-1]) or RING
+
+    def addresses(self) -> list[Address]:
+        return [Address(a) for a in self._ring]
