@@ -4,6 +4,10 @@ delivered or dropped for a named reason."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from random import Random
 
 from hypothesis import given, settings
@@ -67,6 +71,19 @@ def test_same_seed_same_trace_and_different_seed_different_trace() -> None:
         assert counters.get(reason, 0) > 0, f"the scenario must exercise {reason}"
     others = {run(seed)[0] for seed in (8, 9, 10)}
     assert digest not in others and len(others) == 3
+
+
+def test_the_trace_does_not_depend_on_the_process_or_its_string_hashing() -> None:
+    """Python salts str hashes per process; a digest that iterated a set of addresses would differ."""
+    root = Path(__file__).resolve().parents[2]
+    code = "from tests.overlay.test_sim_determinism import run; print(run(7)[0])"
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert digests == {run(7)[0]}
 
 
 @settings(max_examples=20, deadline=None)

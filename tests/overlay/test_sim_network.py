@@ -229,3 +229,19 @@ def test_add_host_refuses_bad_or_conflicting_addresses() -> None:
         ("198.51.100.2", 1),
         ("198.51.100.2", 2),
     ]
+
+
+@pytest.mark.parametrize(
+    "dest",
+    [("not-an-address", 4000), ("::1", 4000), ("198.51.100.2", 70000), ("198.51.100.2", -1), ("", 0)],
+)
+def test_destinations_learned_from_peers_are_dropped_never_raised(dest: tuple[str, int]) -> None:
+    """An overlay node may send to any endpoint a peer told it about; nonsense is unroutable."""
+    s, net = make()
+    a, a_core = public(net, "198.51.100.1")
+    public(net, "198.51.100.2")
+    a_core.send(b"x", dest)
+    a.poke()
+    s.run_until(1.0)
+    assert a.counters.dropped == 1
+    assert set(a.counters.drops) <= {Drop.NO_ROUTE, Drop.NO_LISTENER}
