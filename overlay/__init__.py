@@ -33,6 +33,17 @@ from .events import (
     Undeliverable,
 )
 from .identity import Identity, verify_signature
+from .sim import (
+    BROADCAST,
+    Counters,
+    DatagramCore,
+    Drop,
+    LatencyModel,
+    NatBox,
+    Network,
+    Scheduler,
+    SimHost,
+)
 
 __all__ = [
     "ADDRESS_BITS",
@@ -64,4 +75,13 @@ __all__ = [
     "short",
     "to_hex",
     "verify_signature",
+    "BROADCAST",
+    "Counters",
+    "DatagramCore",
+    "Drop",
+    "LatencyModel",
+    "NatBox",
+    "Network",
+    "Scheduler",
+    "SimHost",
 ]
