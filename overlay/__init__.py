@@ -32,7 +32,18 @@ from .events import (
     Transmit,
     Undeliverable,
 )
+from .handshake import (
+    Dropped,
+    Established,
+    HandshakeFailed,
+    InitiatorHandshake,
+    Plaintext,
+    Received,
+    Reply,
+)
 from .identity import Identity, verify_signature
+from .linksec import LinkSecurity
+from .linksession import Session, SessionExhausted, SessionState
 from .linkwire import (
     DATA_OVERHEAD,
     LINK_MAGIC,
@@ -61,18 +72,29 @@ __all__ = [
     "TYPE_HS_RESP",
     "Address",
     "Delivered",
+    "Dropped",
     "Endpoint",
+    "Established",
+    "HandshakeFailed",
     "Identity",
+    "InitiatorHandshake",
     "JoinStateChanged",
     "LinkDecodeError",
     "LinkDown",
+    "LinkSecurity",
     "LinkUp",
     "NeighboursChanged",
     "OverlayConfig",
     "OverlayEvent",
+    "Plaintext",
+    "Received",
     "ReplayWindow",
+    "Reply",
     "Router",
     "Service",
+    "Session",
+    "SessionExhausted",
+    "SessionState",
     "Transmit",
     "Undeliverable",
     "address_from_bytes",
