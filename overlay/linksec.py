@@ -3,7 +3,7 @@ opens DATA for every session of one node.
 
 Theory of operation. A node holds one :class:`LinkSecurity`. To link to a peer, the layer above calls
 :meth:`LinkSecurity.initiate` and sends (and re-sends) the HS_INIT it returns; everything that arrives
-with ``LINK_MAGIC`` goes to :meth:`LinkSecurity.receive` (or, for DATA on the hot path,
+with ``MAGIC`` goes to :meth:`LinkSecurity.receive` (or, for DATA on the hot path,
 :meth:`LinkSecurity.open_data`), which never raises on any bytes and returns what to do::
 
     initiator                                  responder
@@ -63,14 +63,14 @@ from .linkwire import (
     EPHEMERAL_BYTES,
     FIN_BYTES,
     FIN_HEADER_BYTES,
+    HS_FIN,
+    HS_INIT,
+    HS_RESP,
     INIT_BYTES,
-    LINK_MAGIC,
+    MAGIC,
+    PACKET_DATA,
     RESP_BYTES,
     SUITES,
-    TYPE_DATA,
-    TYPE_HS_FIN,
-    TYPE_HS_INIT,
-    TYPE_HS_RESP,
     LinkDecodeError,
     decode_fin,
     decode_init,
@@ -78,6 +78,25 @@ from .linkwire import (
     derive_netkey,
     mac_ok,
 )
+
+__all__ = [
+    "HS_FIN",
+    "HS_INIT",
+    "HS_RESP",
+    "MAGIC",
+    "PACKET_DATA",
+    "Dropped",
+    "Established",
+    "HandshakeFailed",
+    "InitiatorHandshake",
+    "LinkSecurity",
+    "Plaintext",
+    "Received",
+    "Reply",
+    "Session",
+]
+"""Everything a user of secure links needs, importable from this module alone (the overlay's own
+modules do so) as well as from the package."""
 
 _log = logging.getLogger(__name__)
 _SHORT = ADDRESS_BITS - 32
@@ -197,19 +216,19 @@ class LinkSecurity:
         return handshake
 
     def receive(self, data: bytes, now: float) -> Received:
-        """Handle one datagram that starts with ``LINK_MAGIC``. Never raises, whatever ``data`` is."""
-        if len(data) < 2 or data[0] != LINK_MAGIC:
+        """Handle one datagram that starts with ``MAGIC``. Never raises, whatever ``data`` is."""
+        if len(data) < 2 or data[0] != MAGIC:
             return self._drop("malformed")
         kind = data[1]
         try:
-            if kind == TYPE_DATA:
+            if kind == PACKET_DATA:
                 session, plaintext = self._open(data, now)
                 return Plaintext(session, plaintext)
-            if kind == TYPE_HS_INIT:
+            if kind == HS_INIT:
                 return self._on_init(data, now)
-            if kind == TYPE_HS_RESP:
+            if kind == HS_RESP:
                 return self._on_resp(data, now)
-            if kind == TYPE_HS_FIN:
+            if kind == HS_FIN:
                 return self._on_fin(data, now)
         except LinkDecodeError as error:
             return self._drop(error.reason)
@@ -254,6 +273,12 @@ class LinkSecurity:
         return self._handshakes.get(index)
 
     @property
+    def netkey(self) -> bytes:
+        """The realm key, for the layer's other MAC'd datagrams (punch probes, LAN beacons), so that
+        they, too, are answered only within the realm."""
+        return self._netkey
+
+    @property
     def pending_count(self) -> int:
         """Responder sessions waiting for HS_FIN."""
         return len(self._pending)
@@ -269,7 +294,7 @@ class LinkSecurity:
         if len(data) < DATA_OVERHEAD:
             raise LinkDecodeError("malformed")
         magic, kind, index, counter = DATA_HEADER.unpack_from(data)
-        if magic != LINK_MAGIC or kind != TYPE_DATA:
+        if magic != MAGIC or kind != PACKET_DATA:
             raise LinkDecodeError("malformed")
         session = self._sessions.get(index)
         if session is None:

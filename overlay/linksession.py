@@ -33,11 +33,11 @@ from .address import Address, address_from_public_key
 from .linkwire import (
     DATA_HEADER,
     DATA_HEADER_BYTES,
-    LINK_MAGIC,
+    MAGIC,
     MAX_COUNTER,
     NONCE,
     NONCE_ZERO,
-    TYPE_DATA,
+    PACKET_DATA,
     Aead,
     LinkDecodeError,
     new_aead,
@@ -191,7 +191,7 @@ class Session:
         self._counter = counter
         self._blocks += (len(plaintext) + 31) >> 4
         self.last_sent = now
-        header = DATA_HEADER.pack(LINK_MAGIC, TYPE_DATA, self.peer_index, counter)
+        header = DATA_HEADER.pack(MAGIC, PACKET_DATA, self.peer_index, counter)
         aead = self._send_aead
         if aead is None:
             aead = new_aead(self.suite, self._send_key)

@@ -1,7 +1,7 @@
 """Pure. The wire format and key schedule of secure overlay links: framing constants, the three
 handshake message codecs, the realm key, the handshake MAC, the transcript hash and session keys.
 
-Every overlay datagram starts with ``LINK_MAGIC`` and a type byte. STUN messages start with 0x00 or 0x01,
+Every overlay datagram starts with ``MAGIC`` and a type byte. STUN messages start with 0x00 or 0x01,
 so one UDP socket can carry both and tell them apart by the first byte. Types 5 and 6 belong to the nat
 layer (punch probes and LAN beacons) and are not defined here.
 
@@ -34,13 +34,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-LINK_MAGIC = 0xA1
+MAGIC = 0xA1
 """First byte of every overlay datagram: ipop wire version 1. Never 0x00/0x01, STUN's first bytes."""
 
-TYPE_HS_INIT = 1
-TYPE_HS_RESP = 2
-TYPE_HS_FIN = 3
-TYPE_DATA = 4
+HS_INIT = 1
+HS_RESP = 2
+HS_FIN = 3
+PACKET_DATA = 4
 
 SUITE_AES_256_GCM = 1
 """AES-256-GCM: the default, the fastest AEAD on CPUs with AES-NI."""
@@ -157,7 +157,7 @@ def new_aead(suite: int, key: bytes) -> Aead:
 
 
 def _check(data: bytes, size: int, kind: int) -> None:
-    if len(data) != size or data[0] != LINK_MAGIC or data[1] != kind:
+    if len(data) != size or data[0] != MAGIC or data[1] != kind:
         raise LinkDecodeError("malformed")
 
 
@@ -169,13 +169,13 @@ def _require_keys(*keys: bytes) -> None:
 
 def encode_init(msg: HsInit, netkey: bytes) -> bytes:
     _require_keys(msg.ephemeral, msg.identity)
-    body = _INIT.pack(LINK_MAGIC, TYPE_HS_INIT, msg.suite, msg.sender_index, msg.ephemeral, msg.identity)
+    body = _INIT.pack(MAGIC, HS_INIT, msg.suite, msg.sender_index, msg.ephemeral, msg.identity)
     return body + mac(netkey, body)
 
 
 def decode_init(data: bytes) -> HsInit:
     """Parse an HS_INIT (the MAC is not checked here). The suite is returned as sent."""
-    _check(data, INIT_BYTES, TYPE_HS_INIT)
+    _check(data, INIT_BYTES, HS_INIT)
     _, _, suite, index, ephemeral, identity = _INIT.unpack_from(data)
     return HsInit(suite, index, ephemeral, identity)
 
@@ -183,9 +183,7 @@ def decode_init(data: bytes) -> HsInit:
 def resp_body(msg: HsResp) -> bytes:
     """The part of an HS_RESP that the transcript hash and the sealed signature's AAD cover."""
     _require_keys(msg.ephemeral, msg.identity)
-    return _RESP_BODY.pack(
-        LINK_MAGIC, TYPE_HS_RESP, msg.sender_index, msg.receiver_index, msg.ephemeral, msg.identity
-    )
+    return _RESP_BODY.pack(MAGIC, HS_RESP, msg.sender_index, msg.receiver_index, msg.ephemeral, msg.identity)
 
 
 def encode_resp(msg: HsResp, netkey: bytes) -> bytes:
@@ -197,14 +195,14 @@ def encode_resp(msg: HsResp, netkey: bytes) -> bytes:
 
 def decode_resp(data: bytes) -> HsResp:
     """Parse an HS_RESP (the MAC is not checked here)."""
-    _check(data, RESP_BYTES, TYPE_HS_RESP)
+    _check(data, RESP_BYTES, HS_RESP)
     _, _, sender, receiver, ephemeral, identity = _RESP_BODY.unpack_from(data)
     sealed = data[RESP_BODY_BYTES : RESP_BODY_BYTES + SEALED_SIGNATURE_BYTES]
     return HsResp(sender, receiver, ephemeral, identity, sealed)
 
 
 def fin_header(receiver_index: int) -> bytes:
-    return _FIN_HEADER.pack(LINK_MAGIC, TYPE_HS_FIN, receiver_index)
+    return _FIN_HEADER.pack(MAGIC, HS_FIN, receiver_index)
 
 
 def encode_fin(msg: HsFin) -> bytes:
@@ -214,6 +212,6 @@ def encode_fin(msg: HsFin) -> bytes:
 
 
 def decode_fin(data: bytes) -> HsFin:
-    _check(data, FIN_BYTES, TYPE_HS_FIN)
+    _check(data, FIN_BYTES, HS_FIN)
     (_, _, receiver) = _FIN_HEADER.unpack_from(data)
     return HsFin(receiver, data[FIN_HEADER_BYTES:])

@@ -412,6 +412,10 @@ def test_same_seeds_give_byte_identical_handshakes() -> None:
     assert len(set(first)) == 5
 
 
+def test_the_realm_key_is_available_for_the_layers_other_macs() -> None:
+    assert node(1).netkey == NETKEY != node(2, realm="other").netkey
+
+
 def test_constructor_refuses_misuse() -> None:
     ident = Identity.generate(Random(1))
     with pytest.raises(ValueError):

@@ -10,7 +10,7 @@ from random import Random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overlay import LINK_MAGIC, Dropped, Established, Identity, LinkSecurity, Plaintext, Received, Reply
+from overlay import MAGIC, Dropped, Established, Identity, LinkSecurity, Plaintext, Received, Reply
 from overlay.linkwire import MAC_BYTES, derive_netkey, mac
 
 REALM = "lab"
@@ -93,7 +93,7 @@ def test_a_hundred_thousand_mutated_datagrams_never_raise() -> None:
         if roll < 0.9:
             data = mutate(rng.choice(samples), rng)
         elif roll < 0.95:
-            data = bytes([LINK_MAGIC, rng.randrange(8)]) + rng.randbytes(rng.randrange(200))
+            data = bytes([MAGIC, rng.randrange(8)]) + rng.randbytes(rng.randrange(200))
         else:
             data = rng.randbytes(rng.randrange(200))
         results += _feed((a, b), data, i * 1e-3)
@@ -118,7 +118,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
 @given(st.integers(0, 10), st.binary(max_size=300))
 def test_framed_random_bytes_never_raise(kind: int, body: bytes) -> None:
     a, b, _ = _shared()
-    _feed((a, b), bytes([LINK_MAGIC, kind]) + body, 1.0)
+    _feed((a, b), bytes([MAGIC, kind]) + body, 1.0)
 
 
 @settings(max_examples=500)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlay import DATA_OVERHEAD, LINK_MAGIC, TYPE_HS_FIN, TYPE_HS_INIT, TYPE_HS_RESP, LinkDecodeError
+from overlay import DATA_OVERHEAD, HS_FIN, HS_INIT, HS_RESP, MAGIC, LinkDecodeError
 from overlay.linkwire import (
     FIN_BYTES,
     INIT_BYTES,
@@ -50,7 +50,7 @@ def rfc5869(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
 
 def test_sizes_match_the_documented_layouts() -> None:
     assert (INIT_BYTES, RESP_BYTES, FIN_BYTES, DATA_OVERHEAD) == (87, 170, 86, 30)
-    assert LINK_MAGIC == 0xA1
+    assert MAGIC == 0xA1
 
 
 def test_realm_key_follows_the_specification_and_separates_realms_and_secrets() -> None:
@@ -86,7 +86,7 @@ def test_mac_is_truncated_hmac_sha256_and_detects_any_change() -> None:
 def test_init_round_trip(suite: int, index: int, eph: bytes, ident: bytes) -> None:
     msg = HsInit(suite, index, eph, ident)
     packet = encode_init(msg, NETKEY)
-    assert len(packet) == INIT_BYTES and packet[:2] == bytes([LINK_MAGIC, TYPE_HS_INIT])
+    assert len(packet) == INIT_BYTES and packet[:2] == bytes([MAGIC, HS_INIT])
     assert mac_ok(NETKEY, packet)
     assert decode_init(packet) == msg
 
@@ -95,7 +95,7 @@ def test_init_round_trip(suite: int, index: int, eph: bytes, ident: bytes) -> No
 def test_resp_round_trip(sender: int, receiver: int, eph: bytes, ident: bytes, sealed: bytes) -> None:
     msg = HsResp(sender, receiver, eph, ident, sealed)
     packet = encode_resp(msg, NETKEY)
-    assert len(packet) == RESP_BYTES and packet[:2] == bytes([LINK_MAGIC, TYPE_HS_RESP])
+    assert len(packet) == RESP_BYTES and packet[:2] == bytes([MAGIC, HS_RESP])
     assert mac_ok(NETKEY, packet)
     assert decode_resp(packet) == msg
 
@@ -104,7 +104,7 @@ def test_resp_round_trip(sender: int, receiver: int, eph: bytes, ident: bytes, s
 def test_fin_round_trip(receiver: int, sealed: bytes) -> None:
     msg = HsFin(receiver, sealed)
     packet = encode_fin(msg)
-    assert len(packet) == FIN_BYTES and packet[:2] == bytes([LINK_MAGIC, TYPE_HS_FIN])
+    assert len(packet) == FIN_BYTES and packet[:2] == bytes([MAGIC, HS_FIN])
     assert decode_fin(packet) == msg
 
 
@@ -135,7 +135,7 @@ def test_decoders_raise_only_their_error_on_random_bytes(data: bytes) -> None:
 
 @given(st.binary(max_size=300), st.sampled_from((1, 2, 3, 4, 5, 6, 0, 255)))
 def test_decoders_raise_only_their_error_on_framed_random_bytes(data: bytes, kind: int) -> None:
-    _only_decode_error(bytes([LINK_MAGIC, kind]) + data)
+    _only_decode_error(bytes([MAGIC, kind]) + data)
 
 
 def test_decoders_on_mutated_valid_messages() -> None:
