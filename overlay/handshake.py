@@ -54,10 +54,13 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Established:
     """A key exchange completed. ``reply`` is to be sent back: HS_FIN on the initiator side (also kept
-    as ``session.fin_packet`` for re-sending), the empty confirming DATA on the responder side."""
+    as ``session.fin_packet`` for re-sending), the empty confirming DATA on the responder side.
+    ``early`` (responder side) are the plaintexts of DATA that arrived before HS_FIN, in arrival
+    order: deliver them as if they had arrived now."""
 
     session: Session
     reply: bytes | None
+    early: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ costs more than an HMAC: a node of another realm, or with the wrong secret, sees
 work (X25519 and Ed25519) is rate-limited by a token bucket that charges every HS_RESP, including the
 cached copy sent again for a retransmitted HS_INIT, so a replayed HS_INIT cannot turn the responder into
 an amplifier either. Responder state before HS_FIN is bounded (``max_pending``, oldest evicted).
+DATA that overtakes HS_FIN is held, still sealed, and handed over in ``Established.early`` once HS_FIN
+verifies (:mod:`overlay.earlydata`), so an initiator may send as soon as it has sent HS_FIN.
 
 Randomness: the X25519 ephemeral keys and the session indices come from the ``rng`` given to the
 constructor. A real node passes ``random.SystemRandom()``, whose ``randbytes`` reads ``os.urandom``;
@@ -41,6 +43,7 @@ from random import Random
 from typing import Protocol, TypeVar
 
 from .address import ADDRESS_BITS, Address, short
+from .earlydata import EarlyData
 from .handshake import (
     Dropped,
     Established,
@@ -143,6 +146,7 @@ class LinkSecurity:
 
     __slots__ = (
         "_bucket",
+        "_early",
         "_handshakes",
         "_name",
         "_netkey",
@@ -193,6 +197,7 @@ class LinkSecurity:
         self._name = short(identity.address)
         self._handshakes: dict[int, InitiatorHandshake] = {}
         self._pending: dict[int, Session] = {}
+        self._early = EarlyData()
         self._replies: dict[bytes, _CachedReply] = {}
         self._sessions: dict[int, Session] = {}
 
@@ -249,6 +254,7 @@ class LinkSecurity:
         timeout = self.handshake_timeout_s
         _expire_oldest(self._handshakes, now, timeout)
         _expire_oldest(self._pending, now, timeout)
+        self._early.purge(self._pending)
         _expire_oldest(self._replies, now, timeout)
 
     def close_session(self, session: Session) -> None:
@@ -256,6 +262,8 @@ class LinkSecurity:
         for table in (self._sessions, self._pending):
             if table.get(session.index) is session:
                 del table[session.index]
+        if session.state is SessionState.PENDING:
+            self._early.take(session.index)
         if session.state is not SessionState.CLOSED:
             peer = session.peer_address >> _SHORT
             _log.info("%s: link session %08x with %08x closed", self._name, session.index, peer)
@@ -279,6 +287,11 @@ class LinkSecurity:
         return self._netkey
 
     @property
+    def early_data_bytes(self) -> int:
+        """Bytes of DATA held for pending sessions until their HS_FIN (bounded; for status)."""
+        return self._early.held_bytes
+
+    @property
     def pending_count(self) -> int:
         """Responder sessions waiting for HS_FIN."""
         return len(self._pending)
@@ -298,7 +311,9 @@ class LinkSecurity:
             raise LinkDecodeError("malformed")
         session = self._sessions.get(index)
         if session is None:
-            raise LinkDecodeError("pending" if index in self._pending else "unknown_index")
+            if index in self._pending:
+                self._early.hold(index, data)  # raises: held_for_fin or early_overflow
+            raise LinkDecodeError("unknown_index")
         return session, session.open(data, counter, now)
 
     def _on_init(self, data: bytes, now: float) -> Received:
@@ -334,7 +349,9 @@ class LinkSecurity:
         self._pending[index] = session
         self._replies[data] = _CachedReply(now, packet)
         while len(self._pending) > self.max_pending:
-            del self._pending[next(iter(self._pending))]
+            evicted = next(iter(self._pending))
+            del self._pending[evicted]
+            self._early.take(evicted)
             self.counters["pending_evicted"] += 1
         while len(self._replies) > self.max_pending:
             del self._replies[next(iter(self._replies))]
@@ -402,17 +419,24 @@ class LinkSecurity:
             if error.reason == "bad_signature":
                 # Authentic keys but not the claimed identity: this exchange can never complete.
                 del self._pending[session.index]
+                self._early.take(session.index)
             raise
         del self._pending[session.index]
         session.fin_verified()
         self._sessions[session.index] = session
+        early = []
+        for held in self._early.take(session.index):
+            try:
+                early.append(session.open(held, DATA_HEADER.unpack_from(held)[3], now))
+            except LinkDecodeError as error:
+                self._drop(error.reason)
         _log.info(
             "%s: link session %08x with %08x established (responder)",
             self._name,
             session.index,
             session.peer_address >> _SHORT,
         )
-        return Established(session, session.seal(b"", now))
+        return Established(session, session.seal(b"", now), tuple(early))
 
     def _new_index(self) -> int:
         """A random receiver index not used by any live handshake or session (0 is never used)."""

@@ -9,7 +9,8 @@ States and transitions (the whole machine; :data:`_TRANSITIONS` is the same tabl
 
 A PENDING session exists only inside :class:`overlay.linksec.LinkSecurity`: the responder knows the
 keys but not yet whether the claimed initiator identity is genuine (only HS_FIN's signature proves
-that), so it neither seals nor opens DATA. An UNCONFIRMED session may seal and open: the initiator
+that), so it neither seals nor opens DATA (DATA that overtakes HS_FIN waits, sealed, in
+:mod:`overlay.earlydata`). An UNCONFIRMED session may seal and open: the initiator
 verified the responder's signature, but does not know whether its HS_FIN arrived, so it keeps
 ``fin_packet`` for the layer above to re-send until DATA from the responder authenticates on this
 session. The responder answers every verified HS_FIN with an empty DATA datagram for exactly that

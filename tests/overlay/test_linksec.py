@@ -245,10 +245,42 @@ def test_lost_fin_is_re_sent_and_completes() -> None:
     # HS_FIN lost; the responder re-sends HS_RESP (its own timer) and gets the same HS_FIN back.
     assert a.receive(resp, 0.5) == Reply(sa.fin_packet or b"")
     data = sa.seal(b"too early", 0.5)
-    assert b.receive(data, 0.5) == Dropped("pending")
-    ack = expect(b.receive(sa.fin_packet or b"", 1.0), Established).reply or b""
+    assert b.receive(data, 0.5) == Dropped("held_for_fin")
+    at_b = expect(b.receive(sa.fin_packet or b"", 1.0), Established)
+    assert at_b.early == (b"too early",)
+    ack = at_b.reply or b""
     assert expect(a.receive(ack, 1.0), Plaintext).session is sa and sa.confirmed
     assert a.receive(resp, 1.5) == Dropped("duplicate")
+
+
+def test_data_overtaking_fin_is_held_and_delivered_once_fin_verifies() -> None:
+    a, b = node(1), node(2)
+    hs = a.initiate(0.0)
+    sa = expect(a.receive(expect(b.receive(hs.packet, 0.0), Reply).packet, 0.0), Established).session
+    first = [sa.seal(f"m{i}".encode(), 0.1) for i in range(6)]
+    assert [b.open_data(p, 0.1) for p in first[:2]] == [None, None]
+    assert b.receive(first[1], 0.1) == Dropped("held_for_fin")  # a duplicate: caught on opening
+    forged = _flip(first[2], 20)
+    assert b.receive(forged, 0.1) == Dropped("held_for_fin")
+    assert b.receive(first[3], 0.1) == Dropped("early_overflow")
+    at_b = expect(b.receive(sa.fin_packet or b"", 0.2), Established)
+    assert at_b.early == (b"m0", b"m1")
+    assert b.counters == {"held_for_fin": 4, "early_overflow": 1, "replay": 1, "bad_aead": 1}
+    assert [expect(b.receive(p, 0.3), Plaintext).data for p in first[2:]] == [b"m2", b"m3", b"m4", b"m5"]
+
+
+def test_held_data_is_bounded_and_forgotten_with_its_pending_session() -> None:
+    b = node(2, max_pending=300, handshake_burst=100)
+    for i in range(70):
+        x = node(100 + i)
+        resp = expect(b.receive(x.initiate(0.0).packet, 0.0), Reply).packet
+        session = expect(x.receive(resp, 0.0), Established).session
+        b.receive(session.seal(bytes(4000), 0.0), 0.0)
+    assert b.counters["held_for_fin"] == 65 and b.counters["early_overflow"] == 5  # 256 KiB in all
+    b.expire(5.0)
+    assert b.early_data_bytes > 0
+    b.expire(10.01)
+    assert b.pending_count == 0 and b.early_data_bytes == 0
 
 
 def test_lost_confirmation_is_answered_again_on_a_re_sent_fin() -> None:
