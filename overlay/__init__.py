@@ -32,6 +32,15 @@ from .events import (
     Transmit,
     Undeliverable,
 )
+from .handshake import (
+    Dropped,
+    Established,
+    HandshakeFailed,
+    InitiatorHandshake,
+    Plaintext,
+    Received,
+    Reply,
+)
 from .identity import Identity, verify_signature
 from .sim import (
     BROADCAST,
@@ -44,23 +53,59 @@ from .sim import (
     Scheduler,
     SimHost,
 )
+from .linksec import LinkSecurity
+from .linksession import Session, SessionExhausted, SessionState
+from .linkwire import (
+    DATA_OVERHEAD,
+    HS_FIN,
+    HS_INIT,
+    HS_RESP,
+    MAGIC,
+    PACKET_DATA,
+    SUITE_AES_256_GCM,
+    SUITE_CHACHA20_POLY1305,
+    LinkDecodeError,
+)
+from .replay import REPLAY_WINDOW, ReplayWindow
 
 __all__ = [
     "ADDRESS_BITS",
     "ADDRESS_BYTES",
+    "DATA_OVERHEAD",
+    "HS_FIN",
+    "HS_INIT",
+    "HS_RESP",
+    "MAGIC",
+    "PACKET_DATA",
+    "REPLAY_WINDOW",
     "RING",
+    "SUITE_AES_256_GCM",
+    "SUITE_CHACHA20_POLY1305",
     "Address",
     "Delivered",
+    "Dropped",
     "Endpoint",
+    "Established",
+    "HandshakeFailed",
     "Identity",
+    "InitiatorHandshake",
     "JoinStateChanged",
+    "LinkDecodeError",
     "LinkDown",
+    "LinkSecurity",
     "LinkUp",
     "NeighboursChanged",
     "OverlayConfig",
     "OverlayEvent",
+    "Plaintext",
+    "Received",
+    "ReplayWindow",
+    "Reply",
     "Router",
     "Service",
+    "Session",
+    "SessionExhausted",
+    "SessionState",
     "Transmit",
     "Undeliverable",
     "address_from_bytes",
