@@ -20,6 +20,8 @@ NAT types (RFC 4787 terms), applied with nftables in table ``ip ipopnat`` of eac
   WAN port -> LAN endpoint (and, for addr, a set of remote address . WAN port) that prerouting DNATs
   unsolicited packets through.
 
+Hosts of a site hang off a bridge in the router; with ``bridge-nf-call-iptables`` set (as here) their
+bridged frames pass the router's forward hook, so the ruleset accepts LAN-to-LAN traffic explicitly.
 ``router_input`` says what the router's own stack does with unsolicited packets from the WAN: ``drop``
 (a typical home router) or ``accept`` (a DIY gateway; reproduces the conntrack clash of the lab).
 Random loss on a site's public link uses nft ``numgen random`` in the core (sch_netem is not available
@@ -112,6 +114,7 @@ table ip ipopnat {{
   }}
   chain filt_fwd {{
     type filter hook forward priority filter; policy drop;
+    iifname "lan0" oifname "lan0" accept
     iifname "lan0" oifname "wan0" accept
     iifname "wan0" oifname "lan0" ct state established,related accept
     iifname "wan0" oifname "lan0" ct status dnat accept

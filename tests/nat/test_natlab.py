@@ -8,6 +8,7 @@
 * The conntrack clash of routers that accept unsolicited input: direct thanks to the low-TTL pre-punch
   (and the hold of the side that starts first); without them the same setting deadlocks.
 * 20 % random loss on a site's public link: the punch still goes direct.
+* The lab itself: several hosts behind one router, LAN discovery beacons over real broadcast, teardown.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +35,7 @@ from nat import (
     pair_is_punchable,
 )
 from tests.natlab import NAT_TYPES, SERVER_IPS, STUN_PORT, NatLab, Site, finished, read_json_lines
-from tests.netns import Lab, Process, wait_for
+from tests.netns import Lab, Process, lab, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -265,3 +268,38 @@ def test_punch_survives_twenty_percent_loss(netlab: Lab) -> None:
         assert o.direct, str(o)
     assert natlab.dropped(natlab.site(1)) > 0 and natlab.dropped(natlab.site(3)) > 0
     print("lossy punch times (s):", sorted(float(o.a["elapsed"]) for o in outcomes))
+
+
+def test_lab_with_several_hosts_per_site_finds_lan_peers_and_tears_down(tmp_path: Path) -> None:
+    key = random.Random().randbytes(32).hex()
+    with lab(tmp_path) as the_lab:
+        natlab = NatLab(the_lab, ["port"], hosts_per_site=3)
+        site = natlab.site(1)
+        assert len(site.hosts) == 3
+        # Every host reaches the public server through the one NAT router.
+        for k, host in enumerate(site.hosts):
+            ping = the_lab.sh(host, "ping", "-c1", "-W2", SERVER_IPS[0], check=False)
+            assert ping.returncode == 0, (k, ping.stdout)
+        # A node with another realm's key and ours beacon on the LAN; the listener hears only ours.
+        listener = natlab.python("lan-listen", site.hosts[1], "beacon.py", "listen", "--address", "11" * 20,
+                                 "--port", "41999", "--key", key)  # fmt: skip
+        wait_for(
+            lambda: "0.0.0.0:41999" in the_lab.sh(site.hosts[1], "ss", "-Hunl").stdout, 10, "listener bound"
+        )
+        natlab.python("lan-stranger", site.hosts[2], "beacon.py", "send", "--address", "33" * 20,
+                      "--port", "41999", "--key", "00" * 32)  # fmt: skip
+        wait_for(
+            lambda: any("rejected" in x for x in read_json_lines(listener)), 10, "stranger's beacon rejected"
+        )
+        natlab.python("lan-send", site.hosts[0], "beacon.py", "send", "--address", "22" * 20,
+                      "--port", "41999", "--key", key)  # fmt: skip
+        assert finished(listener, 30) == 0, listener.stdout()
+        heard = read_json_lines(listener)[-1]
+        assert (
+            heard["rejected"] >= 1
+            and heard["address"] == "22" * 20
+            and heard["endpoint"] == [site.host_ip(0), 41999]
+        )
+        names = list(the_lab.namespaces)
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not any(n in listed.split() for n in names)
