@@ -138,6 +138,7 @@ class NatObserver:
         self._filtering = FilteringBehaviour.UNKNOWN
         self._best: Endpoint | None = None
         self.changed_at: float | None = None
+        self.rejected = 0
 
     @property
     def local(self) -> tuple[Endpoint, ...]:
@@ -146,8 +147,14 @@ class NatObserver:
     def observe(
         self, peer_endpoint: Endpoint, reflexive: Endpoint, now: float, peer: str = ""
     ) -> list[PublicEndpointChanged]:
-        """Record that the peer at ``peer_endpoint`` sees us at ``reflexive``."""
-        peer_endpoint, reflexive = canonical(peer_endpoint), canonical(reflexive)
+        """Record that the peer at ``peer_endpoint`` sees us at ``reflexive``. What a peer reports is
+        untrusted: an endpoint that is not an IP address and port is counted in ``rejected`` and ignored."""
+        try:
+            peer_endpoint, reflexive = canonical(peer_endpoint), canonical(reflexive)
+        except (ValueError, TypeError):
+            self.rejected += 1
+            log.debug("ignoring malformed observation %r by %r", reflexive, peer_endpoint)
+            return []
         self._expire(now)
         events: list[PublicEndpointChanged] = []
         previous = self._obs.get(peer_endpoint)

@@ -144,14 +144,22 @@ class PunchSession:
         self._triggered: deque[Endpoint] = deque()
         self._events: deque[PunchEvent] = deque()
         self._asap_at: float | None = None
+        self.rejected = 0
         self.add_remote(remote, now)
 
     # -- inputs ---------------------------------------------------------------------------------------
 
     def add_remote(self, remote: Iterable[Endpoint], now: float) -> None:
-        """More candidates of the peer (trickled); each gets its own pre-punch before its first probe."""
+        """More candidates of the peer (trickled); each gets its own pre-punch before its first probe.
+        The peer advertised them: one that is not an IP endpoint is counted in ``rejected`` and skipped."""
         for ep in remote:
-            self._add(canonical(ep), learned=False, now=now)
+            try:
+                checked = canonical(ep)
+            except (ValueError, TypeError):
+                self.rejected += 1
+                log.debug("punch: ignoring malformed candidate %r", ep)
+                continue
+            self._add(checked, learned=False, now=now)
 
     def probe_received(self, src: Endpoint, now: float) -> None:
         """An authenticated probe of the peer arrived from ``src``."""

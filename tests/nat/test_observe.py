@@ -211,3 +211,10 @@ def test_observer_under_symmetric_nat_reports_dependent_and_delta_quietly() -> N
     profile = o.profile(5.0)
     assert profile.nat_type == "sym" and profile.port_delta == 1
     assert profile.public[0] == ("203.0.113.2", 50004)  # most recent first
+
+
+def test_malformed_observations_from_peers_are_counted_not_raised() -> None:
+    o = NatObserver(LOCAL)
+    assert o.observe(("198.51.100.10", 1), ("not an address", 5), 0.0) == []
+    assert o.observe(("198.51.100.10", 1), ("203.0.113.2", 70000), 0.0) == []
+    assert o.rejected == 2 and o.observations(0.0) == []

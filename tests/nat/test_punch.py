@@ -173,3 +173,8 @@ def test_twenty_percent_loss_still_punches(seed: int) -> None:
     assert direct(a, b)
     a, b, _ = punch_pair("addr", "sym", seed, loss=0.2)
     assert direct(a, b)
+
+
+def test_malformed_advertised_candidates_are_skipped() -> None:
+    s = PunchSession([("garbage", 1), C1, ("192.0.2.1", -5)], 0.0)
+    assert s.targets == (C1,) and s.rejected == 2
