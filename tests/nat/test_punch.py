@@ -148,18 +148,18 @@ def test_symmetric_peer_is_reached_through_its_peer_reflexive_endpoint() -> None
 
 
 def test_conntrack_clash_deadlocks_without_prepunch_and_is_fixed_by_it() -> None:
-    # Routers accept unsolicited input; B learns of the attempt 100 ms before A (the overlay's
-    # signalling reaches B first). Without the pre-punch and hold, B's first probe reaches A's router
-    # before A's own flow exists: A's flow is re-mapped and the punch deadlocks (the lab's finding).
+    # Routers accept unsolicited input. A probes B's endpoint as soon as it starts; B starts 25 ms
+    # earlier, so without a pre-punch B's first probe reaches A's router before A's own flow exists:
+    # A's flow is re-mapped and the punch deadlocks (the lab's finding).
     no_prepunch = PunchConfig(prepunch_ttl=0)
-    a, b, net = punch_pair("port", "port", 3, router_input_accept=True, config=no_prepunch, skew=0.1)
+    a, b, net = punch_pair("port", "port", 3, router_input_accept=True, config=no_prepunch, skew=0.025)
     assert not direct(a, b)
     nat_a = net.hosts["a"].nat
     assert nat_a is not None and nat_a.remapped >= 1
-    # With both started together, the pre-punch alone opens each mapping first.
-    a, b, _ = punch_pair("port", "port", 3, router_input_accept=True)
+    # The pre-punch opens A's mapping at A's start, before B's first full probe arrives (after Ta).
+    a, b, _ = punch_pair("port", "port", 3, router_input_accept=True, skew=0.025)
     assert direct(a, b)
-    # With the skew, the pre-punch alone is too late: B's first full probe beats A's pre-punch...
+    # With a skew longer than that, the pre-punch alone is too late...
     a, b, _ = punch_pair("port", "port", 3, router_input_accept=True, skew=0.1)
     assert not direct(a, b)
     # ...unless B holds its full probes for about the signalling delay (its pre-punch goes at once).
