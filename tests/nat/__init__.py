@@ -1,0 +1,1 @@
+"""Tests of the nat package: codecs, pure state machines, NAT models, and the NAT lab system tests."""
