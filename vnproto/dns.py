@@ -42,6 +42,8 @@ DEFAULT_MAX_UDP_SIZE = 1232
 """What we advertise and never exceed: the DNS flag day 2020 value, which fits any path with an IPv6
 minimum MTU, so a reply is never fragmented (it would be over the overlay)."""
 TCP_SIZE = 65535
+TC_BIT = 0x02
+"""In the third byte of the header: QR, opcode (4 bits), AA, TC, RD."""
 OPCODE_QUERY = 0
 EDNS_BADVERS = 16
 _STATIC = re.compile(r"^c([0-9]{3})([0-9]{3})([0-9]{3})$")
@@ -215,15 +217,10 @@ class DnsResponder:
         opt = _opt(request)
         if opt is not None:
             reply.add_ar(EDNS0(udp_len=self.max_udp_size, ext_rcode=rcode >> 4))
-        data: bytes = reply.pack()
         limit = TCP_SIZE if tcp else self._udp_limit(opt)
-        if len(data) > limit:
+        data = fit(reply, limit)
+        if data[2] & TC_BIT:
             self.counters.truncated += 1
-            header.tc = 1
-            short = DNSRecord(header, questions=list(request.questions[:1]))
-            if opt is not None:
-                short.add_ar(EDNS0(udp_len=self.max_udp_size, ext_rcode=rcode >> 4))
-            data = short.pack()
         return data
 
     def _udp_limit(self, opt: RR | None) -> int:
@@ -252,6 +249,23 @@ class DnsResponder:
         except Exception as exc:  # dnslib raises several types on bad input; all mean "malformed"
             log.debug("malformed DNS query: %r", exc)
             return None
+
+
+def fit(reply: DNSRecord, limit: int) -> bytes:
+    """``reply`` packed, or, if that is longer than ``limit``, the same header and question with TC set
+    and no records but the OPT (RFC 2181 §9, RFC 6891 §7): the client retries over TCP."""
+    data: bytes = reply.pack()
+    if len(data) <= limit:
+        return data
+    header = reply.header
+    short = DNSRecord(
+        DNSHeader(id=header.id, bitmap=header.bitmap, tc=1), questions=list(reply.questions[:1])
+    )
+    for rr in reply.ar:
+        if rr.rtype == QTYPE.OPT:
+            short.add_ar(rr)
+    packed: bytes = short.pack()
+    return packed
 
 
 def _opt(request: DNSRecord) -> RR | None:
