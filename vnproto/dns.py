@@ -280,9 +280,18 @@ def _edns_version(opt: RR) -> int:
 
 
 def _reverse_ip(labels: str) -> IPv4Address | None:
+    """The address of a 4-label reverse name, or None. Labels must be canonical decimal octets (no
+    leading zeros): anything else is not the name of an address (found by fuzzing: ``00`` once reached
+    ``IPv4Address``, which refuses it with its own exception)."""
     parts = labels.split(".")
-    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+    if len(parts) != 4:
         return None
-    if any(int(p) > 255 for p in parts):
-        return None
-    return IPv4Address(".".join(reversed(parts)))
+    octets = []
+    for part in parts:
+        if not (part.isascii() and part.isdigit() and len(part) <= 3) or (len(part) > 1 and part[0] == "0"):
+            return None
+        value = int(part)
+        if value > 255:
+            return None
+        octets.append(value)
+    return IPv4Address(bytes(reversed(octets)))

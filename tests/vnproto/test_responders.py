@@ -190,3 +190,9 @@ def test_arp_request_builder_and_remote_mac() -> None:
     assert request.is_probe and request.target_ip == HOST and request.sender_mac == mac
     with pytest.raises(ValueError):
         ArpResponder(b"\x01" * 6, lambda ip: True)
+
+
+def test_reverse_names_must_be_canonical(dns: DnsResponder) -> None:
+    # Found by the fuzzer: a "00" label once crashed the responder.
+    for name in ("5.5.250.00.in-addr.arpa", "5.5.250.010.in-addr.arpa", "5.5.256.10.in-addr.arpa"):
+        assert isinstance(dns.handle(query(name, "PTR")), Forward)
