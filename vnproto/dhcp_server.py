@@ -124,6 +124,9 @@ class DhcpServer:
         self.counters = _Counters()
         self._replies = ReplyBuilder(config)
         self._clients: dict[bytes, _Client] = {}
+        self._our_destinations = frozenset(
+            {config.server_ip, IPv4Address("255.255.255.255"), config.subnet.broadcast_address}
+        )
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -148,6 +151,9 @@ class DhcpServer:
             return self._ignore("not an Ethernet BOOTREQUEST")
         if int(msg.giaddr):
             return self._ignore("relayed message: a TAP device has no relay agents")
+        if via.dst_ip not in self._our_destinations:
+            # Unicast to another server (on a LAN bridged in router mode): not ours to answer.
+            return self._ignore(f"addressed to {via.dst_ip}")
         key = client_key(msg)
         kind = msg.message_type
         log.debug("%s from %s xid=%08x", kind, key.hex(), msg.xid)

@@ -18,6 +18,7 @@ from .ipv4 import DEFAULT_TTL, IpProto, IPv4Packet, pseudo_header_sum
 
 UDP_HEADER_LEN = 8
 _UDP = struct.Struct("!HHHH")
+_PORTS = struct.Struct("!HH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +122,12 @@ def udp_ports(frame: bytes) -> tuple[int, int] | None:
         ethertype, offset = payload_offset(frame)
     except DecodeError:
         return None
-    if ethertype != EtherType.IPV4 or len(frame) < offset + 20 or frame[offset + 9] != IpProto.UDP:
+    if ethertype != EtherType.IPV4 or len(frame) < offset + 20 or frame[offset + 9] != 17:
         return None
-    if int.from_bytes(frame[offset + 6 : offset + 8], "big") & 0x3FFF:
+    if (frame[offset + 6] & 0x3F) or frame[offset + 7]:  # MF flag or a fragment offset
         return None
     start = offset + (frame[offset] & 0x0F) * 4
     if len(frame) < start + 4:
         return None
-    return int.from_bytes(frame[start : start + 2], "big"), int.from_bytes(
-        frame[start + 2 : start + 4], "big"
-    )
+    ports: tuple[int, int] = _PORTS.unpack_from(frame, start)
+    return ports

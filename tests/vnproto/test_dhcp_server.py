@@ -345,3 +345,11 @@ def test_no_sequence_breaks_the_server(steps: list[tuple[object, ...]]) -> None:
                 assert holders.setdefault(lease.ip, lease.client_key) == lease.client_key, (
                     "one address, two leases"
                 )
+
+
+def test_requests_unicast_to_another_server_are_not_ours() -> None:
+    server = bound(DhcpServer(CONFIG))
+    elsewhere = IPv4Address("10.250.0.2")
+    assert server.receive(frame(MessageType.REQUEST, ciaddr=IP, to=elsewhere), 10.0) == []
+    assert server.receive(frame(MessageType.RELEASE, ciaddr=IP, to=elsewhere), 10.0) == []
+    assert [lease.ip for lease in server.leases()] == [IP]
