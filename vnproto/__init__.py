@@ -32,7 +32,8 @@ from .dhcp_actions import (
 )
 from .dhcp_config import DEFAULT_MTU, DhcpServerConfig
 from .dhcp_replies import hostname_of
-from .dhcp_server import TRANSITIONS, DhcpServer, State, client_key
+from .dhcp_server import DhcpServer
+from .dhcp_state import TRANSITIONS, DhcpCounters, State, client_key
 from .dns import Answer, DnsDecision, DnsResponder, Forward, Ignore, Lookup, static_name
 from .errors import DecodeError
 from .ethernet import (
@@ -82,6 +83,7 @@ __all__ = [
     "ArpResponder",
     "DecodeError",
     "DhcpAction",
+    "DhcpCounters",
     "DhcpMessage",
     "DhcpServer",
     "DhcpServerConfig",

@@ -19,7 +19,8 @@ an Ethernet MAC looks like, so both spellings of one machine meet) is in one of 
 
 A client with none of these has no entry. A lease may exist in OFFERED (a bound client that rebooted
 and sent DISCOVER is offered its own address again). The legal transitions are listed once, in
-``TRANSITIONS``; :meth:`_move` refuses any other, so an impossible path is a loud bug, not silent drift.
+``dhcp_state.TRANSITIONS``; :meth:`_move` refuses any other, so an impossible path is a loud bug,
+not silent drift.
 
 A REQUEST is classified by RFC 2131 §4.3.2: with a server identifier it is SELECTING; with a requested
 address and no ``ciaddr``, INIT-REBOOT; with ``ciaddr``, RENEWING (unicast to us) or REBINDING
@@ -32,8 +33,6 @@ the RFC's "remain silent without a record", deliberately: the DHT, not this tabl
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from enum import Enum
 from ipaddress import IPv4Address
 
 from .dhcp import BOOTREQUEST, HTYPE_ETHERNET, SERVER_PORT, DhcpMessage, MessageType
@@ -49,71 +48,11 @@ from .dhcp_actions import (
 )
 from .dhcp_config import DhcpServerConfig
 from .dhcp_replies import ReplyBuilder, hostname_of, requested_hostname
+from .dhcp_state import NONE, TRANSITIONS, ClientRecord, DhcpCounters, State, client_key
 from .errors import DecodeError
 from .udp import UdpFrame, decode_udp_frame
 
 log = logging.getLogger(__name__)
-
-
-class State(Enum):
-    ALLOCATING_OFFER = "allocating-offer"
-    ALLOCATING_ACK = "allocating-ack"
-    OFFERED = "offered"
-    BOUND = "bound"
-
-
-NONE = None
-"""No entry for the client."""
-
-TRANSITIONS: dict[tuple[State | None, str], frozenset[State | None]] = {
-    (NONE, "discover"): frozenset({State.ALLOCATING_OFFER}),
-    (NONE, "request"): frozenset({State.ALLOCATING_ACK, NONE}),
-    (State.ALLOCATING_OFFER, "discover"): frozenset({State.ALLOCATING_OFFER}),
-    (State.ALLOCATING_OFFER, "request"): frozenset({State.ALLOCATING_ACK, NONE}),
-    (State.ALLOCATING_OFFER, "allocated"): frozenset({State.OFFERED}),
-    (State.ALLOCATING_OFFER, "failed"): frozenset({NONE}),
-    (State.ALLOCATING_ACK, "discover"): frozenset({State.ALLOCATING_OFFER}),
-    (State.ALLOCATING_ACK, "request"): frozenset({State.ALLOCATING_ACK, NONE}),
-    (State.ALLOCATING_ACK, "allocated"): frozenset({State.BOUND, NONE}),
-    (State.ALLOCATING_ACK, "failed"): frozenset({NONE}),
-    (State.OFFERED, "discover"): frozenset({State.OFFERED}),
-    (State.OFFERED, "request"): frozenset({State.BOUND, State.ALLOCATING_ACK, NONE}),
-    (State.OFFERED, "timeout"): frozenset({State.BOUND, NONE}),
-    (State.BOUND, "discover"): frozenset({State.OFFERED}),
-    (State.BOUND, "request"): frozenset({State.BOUND}),
-    (State.BOUND, "expired"): frozenset({NONE}),
-}
-"""(state, event) -> the states the event may lead to. RELEASE and DECLINE remove the client from
-any state; a pending allocation that times out simply disappears (the node's late answer is
-released)."""
-
-
-@dataclass(slots=True)
-class _Client:
-    key: bytes
-    state: State | None = None
-    request: DhcpMessage | None = None
-    """The latest message of the conversation: its xid, flags and options shape the reply."""
-    via: UdpFrame | None = None
-    """The frame that carried it: the reply's addressing depends on how it came."""
-    wanted_ip: IPv4Address | None = None
-    """ALLOCATING_ACK: the only address the allocator may grant for an ACK."""
-    offer_ip: IPv4Address | None = None
-    deadline: float = 0.0
-    """ALLOCATING_*: when to forget the attempt. OFFERED: when the offer lapses."""
-    lease: Lease | None = None
-    hostname: str | None = None
-
-
-@dataclass(slots=True)
-class _Counters:
-    received: int = 0
-    malformed: int = 0
-    ignored: int = 0
-    offers: int = 0
-    acks: int = 0
-    naks: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
 
 
 class DhcpServer:
@@ -121,9 +60,9 @@ class DhcpServer:
 
     def __init__(self, config: DhcpServerConfig) -> None:
         self.config = config
-        self.counters = _Counters()
+        self.counters = DhcpCounters()
         self._replies = ReplyBuilder(config)
-        self._clients: dict[bytes, _Client] = {}
+        self._clients: dict[bytes, ClientRecord] = {}
         self._our_destinations = frozenset(
             {config.server_ip, IPv4Address("255.255.255.255"), config.subnet.broadcast_address}
         )
@@ -224,7 +163,7 @@ class DhcpServer:
             actions += self._expire_client(client, now)
         return actions
 
-    def _expire_client(self, client: _Client, now: float) -> list[DhcpAction]:
+    def _expire_client(self, client: ClientRecord, now: float) -> list[DhcpAction]:
         actions: list[DhcpAction] = []
         if client.lease is not None and now >= client.lease.expires_at:
             log.info("lease of %s for %s expired", client.lease.ip, client.key.hex())
@@ -288,7 +227,7 @@ class DhcpServer:
             if remaining <= 0:
                 continue
             lease = Lease(key, ip, mac, hostname_of(hostname), now + remaining)
-            client = self._clients.setdefault(key, _Client(key))
+            client = self._clients.setdefault(key, ClientRecord(key))
             client.lease, client.state, client.hostname = lease, State.BOUND, lease.hostname
             actions.append(LeaseBound(key, ip, mac, lease.hostname, lease.expires_at))
         return actions
@@ -296,7 +235,7 @@ class DhcpServer:
     # -- message handlers ---------------------------------------------------------------------------
 
     def _discover(self, key: bytes, msg: DhcpMessage, via: UdpFrame, now: float) -> list[DhcpAction]:
-        client = self._clients.setdefault(key, _Client(key))
+        client = self._clients.setdefault(key, ClientRecord(key))
         client.request, client.via = msg, via
         client.hostname = requested_hostname(msg) or client.hostname
         self._count(client.state, "discover")
@@ -317,7 +256,7 @@ class DhcpServer:
         return [AllocateAddress(key, wish, client.hostname)]
 
     def _request(self, key: bytes, msg: DhcpMessage, via: UdpFrame, now: float) -> list[DhcpAction]:
-        client = self._clients.setdefault(key, _Client(key))
+        client = self._clients.setdefault(key, ClientRecord(key))
         state_name, wanted = self._classify(msg, via)
         self._count(client.state, state_name)
         if state_name == "selecting-other":
@@ -396,7 +335,7 @@ class DhcpServer:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _bind(self, client: _Client, ip: IPv4Address, now: float) -> list[DhcpAction]:
+    def _bind(self, client: ClientRecord, ip: IPv4Address, now: float) -> list[DhcpAction]:
         assert client.request is not None and client.via is not None
         mac = client.request.client_mac
         previous = client.lease
@@ -412,7 +351,7 @@ class DhcpServer:
         actions.append(LeaseBound(client.key, ip, mac, client.hostname, expires_at))
         return actions
 
-    def _nak(self, client: _Client, msg: DhcpMessage, why: str) -> list[DhcpAction]:
+    def _nak(self, client: ClientRecord, msg: DhcpMessage, why: str) -> list[DhcpAction]:
         log.info("NAK to %s: %s", client.key.hex(), why)
         self.counters.naks += 1
         actions: list[DhcpAction] = [self._replies.nak(msg, why)]
@@ -423,7 +362,7 @@ class DhcpServer:
         self._move(client, "request", State.BOUND if client.lease else NONE)
         return actions
 
-    def _move(self, client: _Client, event: str, new: State | None) -> None:
+    def _move(self, client: ClientRecord, event: str, new: State | None) -> None:
         allowed = TRANSITIONS.get((client.state, event))
         if allowed is None or new not in allowed:
             raise RuntimeError(
@@ -433,14 +372,14 @@ class DhcpServer:
         if new is None and client.lease is None:
             self._forget(client)
 
-    def _drop(self, client: _Client) -> None:
+    def _drop(self, client: ClientRecord) -> None:
         """An allocation attempt lapsed: back to BOUND if a lease remains, else forget the client."""
         client.state = State.BOUND if client.lease else None
         client.wanted_ip = None
         if client.state is None:
             self._forget(client)
 
-    def _forget(self, client: _Client) -> None:
+    def _forget(self, client: ClientRecord) -> None:
         self._clients.pop(client.key, None)
 
     def _holder(self, ip: IPv4Address, now: float) -> bytes | None:
@@ -467,9 +406,3 @@ class DhcpServer:
     def _count(self, state: State | None, event: str) -> None:
         name = f"{state.value if state else 'none'}:{event}"
         self.counters.by_state[name] = self.counters.by_state.get(name, 0) + 1
-
-
-def client_key(msg: DhcpMessage) -> bytes:
-    """The lease key: option 61 if present (RFC 2131 §4.2), else ``0x01`` (hardware type Ethernet)
-    followed by chaddr, which is the client identifier most clients derive from their MAC anyway."""
-    return msg.client_id or bytes((HTYPE_ETHERNET,)) + msg.client_mac
