@@ -7,6 +7,8 @@ from random import Random
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vnproto import (
     REMOTE_MAC_PREFIX,
@@ -196,3 +198,24 @@ def test_reverse_names_must_be_canonical(dns: DnsResponder) -> None:
     # Found by the fuzzer: a "00" label once crashed the responder.
     for name in ("5.5.250.00.in-addr.arpa", "5.5.250.010.in-addr.arpa", "5.5.256.10.in-addr.arpa"):
         assert isinstance(dns.handle(query(name, "PTR")), Forward)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True), min_size=1, max_size=3),
+    st.sampled_from(["A", "AAAA", "PTR", "MX", "ANY", "SOA"]),
+    st.sampled_from([None, 512, 1232, 4096]),
+    st.booleans(),
+)
+def test_any_name_in_the_domain_gets_a_well_formed_answer(
+    labels: list[str], qtype: str, edns: int | None, found: bool
+) -> None:
+    dns = DnsResponder("ipop", SUBNET)
+    q = query(".".join([*labels, "ipop"]), qtype, edns)
+    decision = dns.handle(q)
+    assert isinstance(decision, Answer | Lookup)
+    data = decision.reply if isinstance(decision, Answer) else dns.complete(decision, BOB if found else None)
+    reply = DNSRecord.parse(data)
+    assert reply.header.id == 4321 and reply.header.qr == 1 and reply.q == DNSRecord.parse(q).q
+    assert len(data) <= (edns or 512)
+    assert reply.header.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN)
