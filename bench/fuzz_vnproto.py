@@ -203,6 +203,10 @@ def targets(rng: Random) -> list[Target]:
         Target("udp", "udp", lambda b: UdpDatagram.decode(b, SRC, DST), True),
         Target("icmp", "icmp", IcmpMessage.decode, True),
         Target("dhcp", "dhcp", DhcpMessage.decode, True),
+        # Mutations rarely keep a checksum right; these reach the fields behind it.
+        Target("ipv4_unchecked", "ip", lambda b: IPv4Packet.decode(b, verify_checksum=False), True),
+        Target("udp_unchecked", "udp", lambda b: UdpDatagram.decode(b, SRC, DST, False), True),
+        Target("icmp_unchecked", "icmp", lambda b: IcmpMessage.decode(b, verify_checksum=False), True),
         Target("udp_frame", "frame", decode_udp_frame, True),
         Target("domain_list", "domains", decode_domain_list, True),
         Target("frag_needed", "frame", icmp_error, True),
