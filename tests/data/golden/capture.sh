@@ -19,6 +19,7 @@ VC="${TAG}c"
 WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")
 PIDS=()
 
+# KEEP_WORK=1 keeps the temporary directory (dnsmasq log, client output) for debugging a capture.
 cleanup() {
     set +e
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
