@@ -11,6 +11,8 @@ neighbours go to an exact address and are acknowledged by batch id.
     STORE       [1, 5, batch_id, sync_id, part, parts, [[key, index, [held, ...]], ...]]
     STORE_ACK   [1, 6, batch_id, [refused position number, ...]]
     SYNC        [1, 7, sync_id]                              "send me what I should now hold"
+    ROLE        [1, 8, req_id, key, index, digest]           "do you count me among its holders?"
+    ROLE_REPLY  [1, 9, req_id, verdict]
 
     record = [kind, value, owner, ttl, seq, signature]       (the key travels once per message)
     held   = record + [remaining seconds]
@@ -149,6 +151,9 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class StoreAck:
+    """Receipt of a :class:`Store`. ``refused``: positions (numbered as in the batch) whose records
+    could not all be kept (a full store), so the sender must not count them as handed over."""
+
     batch_id: int
     refused: tuple[int, ...]
 
@@ -158,9 +163,40 @@ class Sync:
     sync_id: int
 
 
-Message = Write | WriteReply | Get | GetReply | Store | StoreAck | Sync
+class Verdict(IntEnum):
+    """The closest node's answer to :class:`Role`."""
 
-_WRITE, _WRITE_REPLY, _GET, _GET_REPLY, _STORE, _STORE_ACK, _SYNC = range(1, 8)
+    UNKNOWN = 0
+    """It cannot tell (it does not know all holders of the position)."""
+    NEEDED = 1
+    """It counts the asker among the holders."""
+    UNNEEDED = 2
+    """It does not count the asker, and holds the same version: the asker may drop the position."""
+    DIFFERS = 3
+    """It does not count the asker, but holds another version: the asker must hand its version over
+    first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """Sent, routed to a position, by a node that holds it but cannot tell from its neighbourhood
+    whether it is still one of its holders; ``digest`` is :func:`~dht.store.digest_of` its records."""
+
+    req_id: int
+    key: bytes
+    index: int
+    digest: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoleReply:
+    req_id: int
+    verdict: Verdict
+
+
+Message = Write | WriteReply | Get | GetReply | Store | StoreAck | Sync | Role | RoleReply
+
+_WRITE, _WRITE_REPLY, _GET, _GET_REPLY, _STORE, _STORE_ACK, _SYNC, _ROLE, _ROLE_REPLY = range(1, 10)
 
 
 def _record_fields(r: Record) -> list[Any]:
@@ -188,8 +224,12 @@ def encode(message: Message) -> bytes:
         fields = [_STORE, m.batch_id, m.sync_id, m.part, m.parts, positions]
     elif isinstance(m, StoreAck):
         fields = [_STORE_ACK, m.batch_id, list(m.refused)]
-    else:
+    elif isinstance(m, Sync):
         fields = [_SYNC, m.sync_id]
+    elif isinstance(m, Role):
+        fields = [_ROLE, m.req_id, m.key, m.index, m.digest]
+    else:
+        fields = [_ROLE_REPLY, m.req_id, int(m.verdict)]
     data: bytes = msgpack.packb([VERSION, *fields], use_bin_type=True)
     return data
 
@@ -307,6 +347,11 @@ def decode(data: bytes, config: DhtConfig) -> Message:
         return StoreAck(r.ident(f[2], "batch_id"), refused)
     if kind == _SYNC and len(f) == 3:
         return Sync(r.ident(f[2], "sync_id"))
+    if kind == _ROLE and len(f) == 6:
+        return Role(r.ident(f[2], "req_id"), r.key(f[3]), r.index(f[4]), r.int_(f[5], 0, MAX_ID, "digest"))
+    if kind == _ROLE_REPLY and len(f) == 4:
+        verdict = Verdict(r.int_(f[3], min(Verdict), max(Verdict), "verdict"))
+        return RoleReply(r.ident(f[2], "req_id"), verdict)
     raise DecodeError(f"unknown message type {kind!r} with {len(f)} fields")
 
 

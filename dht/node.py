@@ -33,6 +33,7 @@ from .codec import (
     Held,
     Message,
     PositionRecords,
+    Role,
     Status,
     Store,
     StoreAck,
@@ -237,9 +238,7 @@ class DhtNode:
                 for other in [i for i, o in self._owned.items() if i[0] == r.key and o.kind is Kind.CREATE]:
                     del self._owned[other]
             ttl = result.ttl
-            self._owned[ident] = OwnedRecord(
-                r.key, r.value, r.kind, ttl, now + ttl * self.config.refresh_fraction
-            )
+            self._owned[ident] = OwnedRecord(r.key, r.value, r.kind, ttl, now + self._refresh_interval(ttl))
         elif owned is not None and op.internal:
             owned.refreshing = False
             if isinstance(result, AlreadyOwned):
@@ -248,6 +247,9 @@ class DhtNode:
                 self._events.append(OwnershipLost(r.key, r.value, result.owner))
             else:
                 owned.refresh_at = now + self.config.refresh_retry_s
+
+    def _refresh_interval(self, ttl: int) -> float:
+        return min(ttl * self.config.refresh_fraction, self.config.republish_s)
 
     def _refresh_due(self, now: float) -> None:
         for owned in list(self._owned.values()):
@@ -283,7 +285,7 @@ class DhtNode:
             log.debug("%s: bad message from %s: %s", self._tag, short(event.src), exc)
             return
         src = event.src
-        if isinstance(message, Write | Get | Sync | Store) and not self._allowed(src, now):
+        if isinstance(message, Write | Get | Sync | Store | Role) and not self._allowed(src, now):
             self.stats.rate_limited += 1
             log.debug("%s: rate limit: dropped %s from %s", self._tag, type(message).__name__, short(src))
             return
@@ -305,8 +307,12 @@ class DhtNode:
             self.replicator.handle_store(src, message, now)
         elif isinstance(message, StoreAck):
             self.replicator.handle_ack(src, message, now)
-        else:
+        elif isinstance(message, Sync):
             self.replicator.handle_sync(src, message, now)
+        elif isinstance(message, Role):
+            self.replicator.handle_role(src, message, now)
+        else:
+            self.replicator.handle_role_reply(src, message, now)
 
     def _allowed(self, src: Address, now: float) -> bool:
         if src == self.address or self.replicator.is_neighbour(src):

@@ -13,9 +13,13 @@ holds p. From its own view each holder of p acts:
   holder lets go. A position outside the arc our neighbours span is handed to whoever the overlay
   routes p to, and dropped when that node (not we ourselves) acknowledges it.
 
-"Not a holder" is always certain (nodes we do not know can only push us further away); "a holder" is
-certain only within the arc our neighbours span, so beyond it we keep the position rather than guess:
-an extra copy costs little, a dropped one may be the last.
+"Not a holder" is always certain; "a holder" often is not (:mod:`dht.view`): beyond our farthest
+neighbours there may be closer nodes we do not know. An unsure holder keeps p and asks, with a small
+:class:`~dht.codec.Role` message routed to p, the node closest to p — which knows the holders — whether
+it still counts us. "Unneeded" (and it holds the same version: the digest is the same on every
+node) lets us drop p; "differs" makes us hand our version to it first. We ask when a node closer to
+p than us appears in our neighbourhood (the one way a holder becomes an extra copy), and at every
+resync, so an extra copy lives a minute at most.
 
 Which version a neighbour has is tracked per (position, neighbour) as a digest of the statements,
 set when the neighbour acknowledges a push or when it sent us exactly what we now hold, so unchanged
@@ -35,14 +39,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from random import Random
 
-from overlay import Address, clockwise, distance_key, key_address, short
+from overlay import Address, key_address, short
 
-from .codec import PositionRecords, Status, StoreAck, Sync, encode, pack_positions
+from .codec import (
+    PositionRecords,
+    Role,
+    RoleReply,
+    Status,
+    StoreAck,
+    Sync,
+    Verdict,
+    encode,
+    pack_positions,
+)
 from .codec import Store as StoreMsg
 from .config import DhtConfig
 from .stats import DhtStats
 from .store import Store as RecordStore
 from .store import digest_of
+from .view import View
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +112,14 @@ class Replicator:
         self.stats = stats
         self._send = send
         self._new_id = new_id
-        self.left: tuple[Address, ...] = ()
-        self.right: tuple[Address, ...] = ()
-        self.members: dict[Address, None] = {}
+        self.view = View(me, config.copies)
         self._has: dict[Address, dict[Address, int]] = {}
+        self._asked: dict[Address, int] = {}
+        """Positions we are unsure to hold, with our rank among the nodes we knew when we last asked
+        (or first held them): a node closer than us appeared when the rank grows."""
+        self._resyncing = False
+        self._roles: dict[int, tuple[Address, int]] = {}
+        """Role questions in flight: req_id -> (position, digest asked about)."""
         self._pending: dict[tuple[Address, bool], dict[Address, _Pending]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
         self._batches: dict[int, _Batch] = {}
@@ -109,11 +128,13 @@ class Replicator:
 
     # -- the view -------------------------------------------------------------------------------
 
+    @property
+    def members(self) -> dict[Address, None]:
+        return self.view.members
+
     def set_view(self, left: Iterable[Address], right: Iterable[Address], now: float) -> None:
-        self.left = tuple(a for a in left if a != self.me)
-        self.right = tuple(a for a in right if a != self.me)
-        before = self.members
-        self.members = dict.fromkeys((*self.left, *self.right))
+        before = self.view.members
+        self.view.update(left, right)
         for gone in [a for a in before if a not in self.members]:
             self._forget_peer(gone)
         for wait_id in [i for i, w in self._syncs.items() if w.peer not in self.members]:
@@ -122,7 +143,7 @@ class Replicator:
             sync_id = self._new_id()
             self._syncs[sync_id] = _SyncWait(new, now + self.config.sync_timeout_s)
             self._send(new, encode(Sync(sync_id)), now, True)
-        log.info("%s: neighbours %s | %s", short(self.me), _names(self.left), _names(self.right))
+        log.info("%s: neighbours %s | %s", short(self.me), _names(self.view.left), _names(self.view.right))
         self.maintain(now)
 
     def is_neighbour(self, peer: Address) -> bool:
@@ -140,20 +161,6 @@ class Replicator:
         for batch_id in [i for i, b in self._batches.items() if b.target == peer and not b.routed]:
             del self._batches[batch_id]
 
-    def in_span(self, pos: Address) -> bool:
-        """Whether ``pos`` lies within the arc our neighbours cover, where our view can rank holders."""
-        if not self.left or not self.right or set(self.left) & set(self.right):
-            return True
-        lo, hi = self.left[-1], self.right[-1]
-        return clockwise(lo, pos) <= clockwise(lo, hi)
-
-    def desired(self, pos: Address, extra: Address | None = None) -> list[Address]:
-        nodes = [self.me, *self.members]
-        if extra is not None and extra not in self.members and extra != self.me:
-            nodes.append(extra)
-        nodes.sort(key=lambda a: distance_key(pos, a))
-        return nodes[: 1 + self.config.copies]
-
     # -- maintenance ----------------------------------------------------------------------------
 
     def maintain(self, now: float, positions: Iterable[Address] | None = None) -> None:
@@ -165,28 +172,40 @@ class Replicator:
 
     def _maintain_one(self, pos: Address, now: float) -> None:
         if self.store.live_size(pos, now) == 0:
-            self.store.drop(pos)
-            self._has.pop(pos, None)
+            self._forget_position(pos)
             return
         digest = self.store.digest(pos, now)
         has = self._has.setdefault(pos, {})
-        desired = self.desired(pos)
-        if self.me in desired:
-            # Possibly a holder (certainly so within our span; beyond it a node we do not know may be
-            # closer, so we keep the position rather than guess).
-            targets = desired[1:] if desired[0] == self.me else desired[:1]
-        elif self.in_span(pos):
-            targets = desired  # certainly not a holder, and we know who the holders are
-            if all(has.get(t) == digest for t in targets):
-                self._drop(pos, "acknowledged by " + _names(targets))
+        desired = self.view.desired(pos)
+        if self.me not in desired:  # certainly not a holder
+            if not self.view.in_span(pos):  # and the holders are beyond our view: let routing find them
+                if has.get(self.me) != digest:
+                    self._queue((pos, True), pos)
                 return
+            if all(has.get(t) == digest for t in desired):
+                self._drop(pos, "acknowledged by " + _names(desired))
+                return
+            targets = desired
+        elif desired[0] == self.me:
+            targets = desired[1:]
         else:
-            if has.get(self.me) != digest:  # not a holder, and the holders are beyond our view
-                self._queue((pos, True), pos)
-            return
+            targets = desired[:1]
         for target in targets:
             if has.get(target) != digest:
                 self._queue((target, False), pos)
+        if not self.view.certain(pos):
+            rank = desired.index(self.me)
+            if self._resyncing or rank > self._asked.setdefault(pos, rank):
+                self._asked[pos] = rank
+                self._ask(pos, digest, now)
+
+    def _ask(self, pos: Address, digest: int, now: float) -> None:
+        entry = self.store.position(pos)
+        if entry is None:
+            return
+        req_id = self._new_id()
+        self._roles[req_id] = (pos, digest)
+        self._send(pos, encode(Role(req_id, entry.key, entry.index, digest)), now, False)
 
     def _queue(self, target: tuple[Address, bool], pos: Address) -> None:
         if pos not in self._pending.get(target, {}):
@@ -194,9 +213,13 @@ class Replicator:
 
     def _drop(self, pos: Address, why: str) -> None:
         log.debug("%s: dropping position %s: %s", short(self.me), short(pos), why)
+        self._forget_position(pos)
+        self.stats.positions_handed_over += 1
+
+    def _forget_position(self, pos: Address) -> None:
         self.store.drop(pos)
         self._has.pop(pos, None)
-        self.stats.positions_handed_over += 1
+        self._asked.pop(pos, None)
 
     def _flush(self, now: float) -> None:
         outbox, self._outbox = self._outbox, {}
@@ -292,22 +315,53 @@ class Replicator:
                 continue
             del pending[pos]
             if p.failed:
+                continue  # a full store: pushed again at the next change or resync, not at once
+            if self.store.digest(pos, now) != digest:
+                done.append(pos)  # it changed while this push was in flight: push the new version
                 continue
+            desired = self.view.desired(pos)
             if not batch.routed:
                 self._has.setdefault(pos, {})[batch.target] = digest
                 done.append(pos)
             elif src == self.me:
-                self._has.setdefault(pos, {})[self.me] = digest  # routing says we hold it after all
-            elif self.store.digest(pos, now) == digest and self.me not in self.desired(pos):
+                self._has.setdefault(pos, {})[self.me] = digest  # routing says we are closest after all
+            elif self.me not in desired:
                 self._drop(pos, f"handed over to {short(src)} by routing")
         self.maintain(now, done)
+
+    def handle_role(self, src: Address, role: Role, now: float) -> None:
+        """Tell an unsure holder of a position whether we, closest to it, count it as a holder."""
+        pos = key_address(role.key, role.index)
+        desired = self.view.desired(pos)
+        if src == self.me or src in desired:
+            verdict = Verdict.NEEDED
+        elif not self.view.knows_holders(pos):
+            verdict = Verdict.UNKNOWN
+        elif pos in self.store and self.store.digest(pos, now) == role.digest:
+            verdict = Verdict.UNNEEDED
+        else:
+            verdict = Verdict.DIFFERS
+        self._send(src, encode(RoleReply(role.req_id, verdict)), now, True)
+
+    def handle_role_reply(self, src: Address, reply: RoleReply, now: float) -> None:
+        asked = self._roles.pop(reply.req_id, None)
+        if asked is None:
+            return
+        pos, digest = asked
+        if pos not in self.store or self.store.digest(pos, now) != digest or self.view.certain(pos):
+            return
+        if reply.verdict is Verdict.UNNEEDED:
+            self._drop(pos, f"{short(src)}, closest to it, does not count us")
+        elif reply.verdict is Verdict.DIFFERS:
+            self._queue((pos, True), pos)  # hand our version over; we ask again at the next change
+            self._flush(now)
 
     def handle_sync(self, src: Address, sync: Sync, now: float) -> None:
         """Send ``src`` every position it should hold by our view with it added — at least one
         (possibly empty) part, so that it knows we are done."""
         snaps = []
         for pos in self.store.positions():
-            if self.in_span(pos) and src in self.desired(pos, extra=src):
+            if self.view.in_span(pos) and src in self.view.desired(pos, extra=src):
                 snap = self.store.snapshot(pos, now)
                 if snap is not None:
                     snaps.append((pos, snap))
@@ -349,12 +403,15 @@ class Replicator:
         if self._resync_at <= now:
             self._resync_at = now + c.resync_interval_s * (1 - 0.25 * self.rng.random())
             self._has.clear()
+            self._roles.clear()
+            self._resyncing = True
             self.maintain(now)
+            self._resyncing = False
 
     def sweep(self, now: float) -> None:
         self.store.sweep(now)
         for pos in [p for p in self._has if p not in self.store]:
-            del self._has[pos]
+            self._forget_position(pos)
 
 
 def _names(addresses: Iterable[Address]) -> str:

@@ -31,6 +31,7 @@ periodic sweep has removed it yet. The store refuses new entries beyond ``max_re
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -44,9 +45,14 @@ Ident = tuple[bytes, bytes]
 
 
 def digest_of(records: Iterable[Record]) -> int:
-    """A summary of a set of statements (not their expiry), to tell whether a neighbour already holds
-    the same version of a position. Compared only within this process (``hash`` is salted)."""
-    return hash(frozenset((r.kind, r.owner, r.value, r.seq) for r in records))
+    """A summary of a set of statements (not their expiry), to tell whether another node holds the
+    same version of a position: the same on every node (it travels in :class:`~dht.codec.Role`),
+    independent of order, 64 bits (a collision only delays a hand-over until the next change)."""
+    total = 0
+    for r in records:
+        h = hashlib.blake2b(r.signature, digest_size=8).digest()  # a signature names its statement
+        total ^= int.from_bytes(h, "big")
+    return total
 
 
 @dataclass(slots=True)

@@ -80,6 +80,8 @@ class Ring:
         self.near = near
         self.detect_s = detect_s
         self.drop: Drop | None = None
+        self.on_event: Callable[[Member, DhtEvent], object] | None = None
+        """Called with every event a node emits, after the ring recorded it (a runtime's drain)."""
         self.now = 0.0
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -175,6 +177,8 @@ class Ring:
             m.events.append(event)
             if isinstance(event, OpCompleted):
                 m.results[event.op_id] = event.result
+            if self.on_event is not None:
+                self.on_event(m, event)
         when = m.node.get_timer()
         if when is None or when == m.timer_at:
             return

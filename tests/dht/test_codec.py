@@ -19,10 +19,13 @@ from dht.codec import (
     Held,
     Message,
     PositionRecords,
+    Role,
+    RoleReply,
     Status,
     Store,
     StoreAck,
     Sync,
+    Verdict,
     Write,
     WriteReply,
     decode,
@@ -66,7 +69,7 @@ def helds(draw: st.DrawFn, key: bytes) -> Held:
 def messages(draw: st.DrawFn) -> Message:
     key = draw(st.binary(min_size=1, max_size=40))
     small = st.lists(helds(key), max_size=2)
-    choice = draw(st.integers(0, 6))
+    choice = draw(st.integers(0, 8))
     if choice == 0:
         return Write(draw(ids), draw(indices), draw(records(key)))
     if choice == 1:
@@ -87,7 +90,11 @@ def messages(draw: st.DrawFn) -> Message:
         return Store(draw(ids), draw(ids), 0, 1, positions)
     if choice == 5:
         return StoreAck(draw(ids), tuple(draw(st.lists(st.integers(0, 100), max_size=5))))
-    return Sync(draw(ids))
+    if choice == 6:
+        return Sync(draw(ids))
+    if choice == 7:
+        return Role(draw(ids), key, draw(indices), draw(ids))
+    return RoleReply(draw(ids), draw(st.sampled_from(Verdict)))
 
 
 @settings(max_examples=400)
@@ -132,6 +139,8 @@ def test_integer_remaining_is_read_as_float() -> None:
         [1, 4, 1, 0, b"k", 0, 1, 1, []],  # ready must be a boolean
         [1, 2, 1, 0, 99, 0, b""],  # unknown status
         [1, 2, 1, 0, 0, 0, b"x" * 33],  # owner too long
+        [1, 9, 1, 4],  # unknown verdict
+        [1, 8, 1, b"k", 0, -1],  # negative digest
     ],
 )
 def test_malformed_messages_raise_decode_error(fields: list[object]) -> None:
