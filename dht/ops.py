@@ -167,14 +167,17 @@ class Op:
     def handle_timer(self, now: float) -> None:
         if self.finished:
             return
-        if now >= self.phase.deadline:
-            self._phase_timeout(now)
-            for slot in self.phase.slots:
-                if slot.state is SlotState.OPEN:
-                    slot.state = SlotState.GONE
-            self.finished = True
-        else:
+        if now < self.phase.deadline:
             self._send_due(now)
+            if self.phase.open_count():
+                return
+        # The deadline passed, or every position answered or ran out of attempts: nothing more to
+        # wait for in this phase.
+        self._phase_timeout(now)
+        for slot in self.phase.slots:
+            if slot.state is SlotState.OPEN:
+                slot.state = SlotState.GONE
+        self.finished = True
 
     def _send_due(self, now: float) -> None:
         for index in self.phase.due(now):
@@ -191,7 +194,8 @@ class Op:
         raise NotImplementedError
 
     def _phase_timeout(self, now: float) -> None:
-        """The phase deadline passed: decide with what arrived (open slots count as silent)."""
+        """The phase is over (deadline passed or nobody left to ask): decide with what arrived,
+        open slots counting as silent."""
         raise NotImplementedError
 
     def handle_write_reply(self, reply: WriteReply, now: float) -> None:
@@ -260,11 +264,11 @@ class WriteOp(Op):
 
     def _phase_timeout(self, now: float) -> None:
         if self.result is None:
-            self._decide(now)
+            self._decide(now, over=True)
 
-    def _decide(self, now: float) -> None:
+    def _decide(self, now: float, *, over: bool = False) -> None:
         c = self.host.config
-        open_ = 0 if now >= self.phase.deadline else self.phase.open_count()
+        open_ = 0 if over or now >= self.phase.deadline else self.phase.open_count()
         verdict = write_decision(self.accepted, open_, c.majority)
         if verdict is True:
             self._succeeded(now)
@@ -330,16 +334,19 @@ class CreateOp(WriteOp):
         life = self.ttl if self.committing else self.host.config.reserve_lease_s
         self._tomb = self.host.sign(Kind.DELETE, self.key, self.record.value, life)
         self._tomb_req = self.host.new_id()
-        silent = [i for i, s in enumerate(self.phase.slots) if s.state is SlotState.OPEN]
-        for index in sorted(self.accepted_at):
-            self._send_tomb(index, now)
-        if now >= self.phase.deadline or not silent:
-            for index in silent:
-                if index not in self.accepted_at:
+        waiting = False
+        for index, slot in enumerate(self.phase.slots):
+            if index in self.accepted_at or slot.state is SlotState.GONE:
+                self._send_tomb(index, now)  # accepted, or silent to the end
+            elif slot.state is SlotState.OPEN:
+                if now >= self.phase.deadline:
                     self._send_tomb(index, now)
-            self.finished = True
-        else:
+                else:
+                    waiting = True
+        if waiting:
             self._linger()
+        else:
+            self.finished = True
 
     def _send_tomb(self, index: int, now: float) -> None:
         assert self._tomb is not None
@@ -351,7 +358,7 @@ class CreateOp(WriteOp):
 
     def _phase_timeout(self, now: float) -> None:
         if self.result is None:
-            self._decide(now)  # fails (nothing open any more) and rolls back the silent positions
+            self._decide(now, over=True)  # fails (nothing open any more), rolls back the silent ones
         elif self._tomb is not None:
             for index, slot in enumerate(self.phase.slots):
                 if slot.state is SlotState.OPEN and index not in self.accepted_at:
