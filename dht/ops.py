@@ -22,14 +22,17 @@ comes from :mod:`dht.quorum`. The states and transitions, all in one place:
         READING --timeout--> done(Values or no_quorum)
         LINGERING --late answer--> read repair of that position; --timeout--> gone
 
-Why two phases for create. Replicas accept a claim only when no other owner's live claim is there
-(first writer wins, :mod:`dht.store`), and an owner wins only with a majority of *committed* claims,
-so two winners would need two positions that each accepted both — impossible while a position keeps
-its record. The reservation phase adds that a race which nobody wins (the common outcome when many
-creators collide: each holds a few positions) leaves behind only *reservations*, which live
-``reserve_lease_s`` seconds even if the roll-back messages are lost or the creator dies, rather than
-full-length records that would block the key for a whole TTL. A phase that ends undecided (answers
-lost) counts as a failure and is rolled back: create errs on the side of failure.
+Why two phases for create. Replicas accept a committed claim only when no other owner's live claim
+is there (first writer wins, :mod:`dht.store`), and an owner wins only with a majority of *committed*
+claims, so two winners would need two positions that each accepted both — impossible while a
+position keeps its record. Safety rests on the commit phase alone. The reservation phase is for
+liveness and clean failure: reservations are ranked by an order that every position shares, so when
+many creators collide the positions converge on one of them instead of splitting the race between
+whoever arrived first at each (at 1,000 nodes, 100 racers: a winner in 49 of 50 races instead of
+none); and a race that nobody wins leaves behind only reservations, which live ``reserve_lease_s``
+seconds even if the roll-back messages are lost or the creator dies, rather than full-length
+records that would block the key for a whole TTL. A phase that ends undecided (answers lost) counts
+as a failure and is rolled back: create errs on the side of failure.
 
 A replica that answers "stale" knows a newer statement of ours (this node restarted and its sequence
 counter began again): the operation takes a sequence number above it, signs again and resends.

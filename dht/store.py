@@ -19,7 +19,9 @@ The acceptance rules, for a record of owner O about value v with sequence number
 * RESERVE / CREATE: no live put values (CONFLICT_PUT); no live claim of another owner (CONFLICT_*,
   naming that owner) — *first writer wins*, the heart of ``create``; a claim of O itself is replaced
   by a newer seq, except that a reservation never downgrades O's created record of the same value
-  (answered OK_HELD: "you hold it already");
+  (answered OK_HELD: "you hold it already"). One exception among racers: a reservation displaces
+  another owner's *reservation* (never a created record) that it :func:`precedes`, an order that
+  is the same at every position, so that racing creators converge on one of them;
 * PUT: no live claim; a newer seq replaces O's earlier statement about v; at most
   ``max_values_per_key`` values;
 * DELETE: removes O's claim or put of v if older, and leaves a tombstone.
@@ -98,6 +100,19 @@ class Position:
             for ident in [i for i, s in table.items() if s.expires <= now]:
                 del table[ident]
         return before - self.size()
+
+
+def precedes(a: Record, b: Record) -> bool:
+    """Whether reservation ``a`` takes precedence over ``b`` of another owner for the same key. The
+    order is arbitrary but the same at every position, so that when many creators race, the
+    positions converge on one of them instead of each picking whoever arrived first — and so split
+    the race so that nobody wins it. It ranks reservations only: a created record is never displaced
+    (that is what keeps two creators from both winning: see :mod:`dht.ops`)."""
+    return _rank(a) < _rank(b)
+
+
+def _rank(r: Record) -> bytes:
+    return hashlib.blake2b(r.owner + r.key, digest_size=16, person=b"ipop-dht-race").digest()
 
 
 class Store:
@@ -233,6 +248,9 @@ class Store:
             return Outcome(Status.OK)
         held = claim.record
         if held.owner != r.owner:
+            if held.kind is Kind.RESERVE and r.kind is Kind.RESERVE and precedes(r, held):
+                entry.claim = Stored(r, expires)  # a race: every position prefers the same racer
+                return Outcome(Status.OK)
             status = Status.CONFLICT_CREATED if held.kind is Kind.CREATE else Status.CONFLICT_RESERVED
             return Outcome(status, 0, held.owner)
         if r.seq < held.seq or (r.seq == held.seq and r != held):

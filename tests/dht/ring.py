@@ -15,6 +15,7 @@ Time is virtual: a heap of ``(time, seq, action)``; nothing sleeps. The same see
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 from collections.abc import Callable
@@ -121,15 +122,16 @@ class Ring:
         self.at(self.now + self.detect_s, forget)
 
     def view_of(self, address: Address) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
-        others = [a for a in self.routable if a != address]
+        ring = self.routable
+        others = len(ring) - (address in ring)
         if not others:
             return (), ()
-        n = min(self.near, len(others))
-        ring = sorted(others)
-        i = next((k for k, a in enumerate(ring) if a > address), len(ring))
-        right = tuple(ring[(i + k) % len(ring)] for k in range(n))
-        left = tuple(ring[(i - 1 - k) % len(ring)] for k in range(n))
-        return left, right
+        n = min(self.near, others)
+        i = bisect.bisect_right(ring, address)
+        right = [a for a in (ring[(i + k) % len(ring)] for k in range(n + 1)) if a != address][:n]
+        j = bisect.bisect_left(ring, address)
+        left = [a for a in (ring[(j - 1 - k) % len(ring)] for k in range(n + 1)) if a != address][:n]
+        return tuple(left), tuple(right)
 
     def _update_views(self) -> None:
         for m in list(self.members.values()):
@@ -140,7 +142,11 @@ class Ring:
                 self._after(m)
 
     def closest(self, position: int, among: list[Address] | None = None) -> Address:
-        return min(self.routable if among is None else among, key=lambda a: distance_key(position, a))
+        if among is not None:
+            return min(among, key=lambda a: distance_key(position, a))
+        ring = self.routable  # sorted: the closest is one of the two around the position
+        i = bisect.bisect_left(ring, position)
+        return min((ring[i % len(ring)], ring[i - 1]), key=lambda a: distance_key(position, a))
 
     # -- messages -------------------------------------------------------------------------------
 

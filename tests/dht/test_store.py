@@ -8,7 +8,7 @@ import pytest
 
 from dht import DhtConfig, Kind
 from dht.codec import Status
-from dht.store import Store
+from dht.store import Store, precedes
 from overlay import key_address
 from tests.dht.helpers import identity, rec
 
@@ -99,20 +99,39 @@ def test_sweep_removes_expired_entries_and_empty_positions() -> None:
 # -- claims: first writer wins ------------------------------------------------------------------
 
 
+FIRST, SECOND = (ALICE, BOB) if precedes(rec(ALICE, Kind.RESERVE), rec(BOB, Kind.RESERVE)) else (BOB, ALICE)
+"""The order in which positions rank the two owners' reservations of key b"k"."""
+
+
 def test_first_claim_wins_and_names_its_owner() -> None:
     store = make()
-    assert store.write(POS, 0, rec(ALICE, Kind.RESERVE), 0.0).status is Status.OK
-    out = store.write(POS, 0, rec(BOB, Kind.RESERVE), 0.0)
-    assert (out.status, out.owner) == (Status.CONFLICT_RESERVED, ALICE.public_key)
-    assert store.write(POS, 0, rec(ALICE, Kind.CREATE, seq=2), 0.0).status is Status.OK
-    out = store.write(POS, 0, rec(BOB, Kind.CREATE, seq=5), 0.0)
-    assert (out.status, out.owner) == (Status.CONFLICT_CREATED, ALICE.public_key)
+    assert store.write(POS, 0, rec(FIRST, Kind.RESERVE), 0.0).status is Status.OK
+    out = store.write(POS, 0, rec(SECOND, Kind.RESERVE), 0.0)
+    assert (out.status, out.owner) == (Status.CONFLICT_RESERVED, FIRST.public_key)
+    out = store.write(POS, 0, rec(SECOND, Kind.CREATE), 0.0)
+    assert (out.status, out.owner) == (Status.CONFLICT_RESERVED, FIRST.public_key)
+    assert store.write(POS, 0, rec(FIRST, Kind.CREATE, seq=2), 0.0).status is Status.OK
+    out = store.write(POS, 0, rec(SECOND, Kind.CREATE, seq=5), 0.0)
+    assert (out.status, out.owner) == (Status.CONFLICT_CREATED, FIRST.public_key)
+
+
+def test_racing_reservations_converge_on_one_racer_but_never_displace_a_created_record() -> None:
+    first, second = FIRST, SECOND
+    for order in ((first, second), (second, first)):
+        store = make()
+        for who in order:
+            store.write(POS, 0, rec(who, Kind.RESERVE), 0.0)
+        assert [o for o, _, _ in values(store, 0.0)] == [first.public_key]
+    store = make()
+    store.write(POS, 0, rec(second, Kind.CREATE), 0.0)
+    out = store.write(POS, 0, rec(first, Kind.RESERVE), 0.0)
+    assert (out.status, out.owner) == (Status.CONFLICT_CREATED, second.public_key)
 
 
 def test_a_lapsed_claim_frees_the_key() -> None:
     store = make()
-    store.write(POS, 0, rec(ALICE, Kind.RESERVE, ttl=15), 0.0)
-    assert store.write(POS, 0, rec(BOB, Kind.RESERVE), 14.0).status is Status.CONFLICT_RESERVED
+    store.write(POS, 0, rec(ALICE, Kind.CREATE, ttl=15), 0.0)
+    assert store.write(POS, 0, rec(BOB, Kind.RESERVE), 14.0).status is Status.CONFLICT_CREATED
     assert store.write(POS, 0, rec(BOB, Kind.RESERVE), 15.0).status is Status.OK
 
 
