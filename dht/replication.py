@@ -327,6 +327,8 @@ class Replicator:
                 self._has.setdefault(pos, {})[self.me] = digest  # routing says we are closest after all
             elif self.me not in desired:
                 self._drop(pos, f"handed over to {short(src)} by routing")
+        if not pending:
+            self._pending.pop(key, None)
         self.maintain(now, done)
 
     def handle_role(self, src: Address, role: Role, now: float) -> None:
@@ -395,6 +397,8 @@ class Replicator:
                 pending = self._pending.get((batch.target, batch.routed), {})
                 for pos in batch.positions:
                     pending.pop(pos, None)
+                if not pending:
+                    self._pending.pop((batch.target, batch.routed), None)
                 continue
             batch.attempts += 1
             batch.resend_at = now + c.push_timeout_s * batch.attempts
