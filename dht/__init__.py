@@ -1,2 +1,54 @@
 """The distributed hash table hosted by the overlay: signed, replicated records with atomic create,
-multi-value put, get, owner-only delete and TTL."""
+multi-value put, get, owner-only delete and TTL.
+
+``DhtNode`` is the sans-IO core (it runs on any :class:`overlay.Router`); ``DhtClient`` is the small
+asyncio glue that turns its operation ids into awaitable results.
+"""
+
+from .client import DhtClient
+from .codec import DecodeError
+from .config import DhtConfig
+from .events import (
+    AlreadyOwned,
+    Created,
+    Deleted,
+    DhtEvent,
+    Failed,
+    OpCompleted,
+    OpId,
+    OpResult,
+    OwnershipLost,
+    Reason,
+    Stored,
+    ValueInfo,
+    Values,
+)
+from .node import DhtNode, OwnedRecord
+from .record import Kind, Record, record_valid, sign_record
+from .stats import DhtStats
+
+__all__ = [
+    "AlreadyOwned",
+    "Created",
+    "DecodeError",
+    "Deleted",
+    "DhtClient",
+    "DhtConfig",
+    "DhtEvent",
+    "DhtNode",
+    "DhtStats",
+    "Failed",
+    "Kind",
+    "OpCompleted",
+    "OpId",
+    "OpResult",
+    "OwnedRecord",
+    "OwnershipLost",
+    "Reason",
+    "Record",
+    "Stored",
+    "ValueInfo",
+    "Values",
+    "record_valid",
+    "sign_record",
+]

@@ -1,0 +1,431 @@
+"""Pure. The client side of DHT operations: one state machine per ``create``, ``put``, ``delete`` and
+``get``, talking to the R positions of a key through its host (the :class:`~dht.node.DhtNode`).
+
+Theory of operation. An operation runs in *phases*; a phase sends one request to every position and
+collects one answer per position, resending to a silent position after 1 s, 2 s, ... (at most
+``request_attempts`` sends) and giving up on the whole phase after ``op_timeout_s``. A phase's verdict
+comes from :mod:`dht.quorum`. The states and transitions, all in one place:
+
+    WriteOp  (put, delete, renew of an owned create)
+        WRITING --majority accepted--> done(success); COMPLETING
+        WRITING --majority impossible / timeout--> done(failure)
+        COMPLETING --every position answered / timeout--> gone   (resends reach the rest)
+
+    CreateOp (create of a key this node does not own yet)
+        RESERVING --majority reserved--> COMMITTING
+        RESERVING --majority impossible / timeout--> roll back, done(failure)
+        COMMITTING --majority committed--> done(Created)
+        COMMITTING --majority impossible / timeout--> roll back, done(failure)
+
+    GetOp
+        READING --answers decide every value--> done(Values); LINGERING
+        READING --timeout--> done(Values or no_quorum)
+        LINGERING --late answer--> read repair of that position; --timeout--> gone
+
+Why two phases for create. Replicas accept a committed claim only when no other owner's live claim
+is there (first writer wins, :mod:`dht.store`), and an owner wins only with a majority of *committed*
+claims, so two winners would need two positions that each accepted both — impossible while a
+position keeps its record. Safety rests on the commit phase alone. The reservation phase is for
+liveness and clean failure: reservations are ranked by an order that every position shares, so when
+many creators collide the positions converge on one of them instead of splitting the race between
+whoever arrived first at each (at 1,000 nodes, 100 racers: a winner in 49 of 50 races instead of
+none); and a race that nobody wins leaves behind only reservations, which live ``reserve_lease_s``
+seconds even if the roll-back messages are lost or the creator dies, rather than full-length
+records that would block the key for a whole TTL. A phase that ends undecided (answers lost) counts
+as a failure and is rolled back: create errs on the side of failure.
+
+A replica that answers "stale" knows a newer statement of ours (this node restarted and its sequence
+counter began again): the operation takes a sequence number above it, signs again and resends.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Protocol
+
+from .codec import Get, GetReply, Held, Message, Status, Write, WriteReply
+from .config import DhtConfig
+from .events import Created, Deleted, Failed, OpId, OpResult, Reason, Stored, Values
+from .quorum import GetTally, answered_entries, write_decision, write_failure
+from .record import Kind, Record
+
+log = logging.getLogger(__name__)
+
+STALE_BUMPS = 3
+"""Re-signings after "stale" answers per operation: one suffices after a restart; more means a replica
+keeps answering stale for another reason, and the answer then counts as a refusal."""
+
+
+class OpHost(Protocol):
+    """What an operation needs from the node that runs it."""
+
+    config: DhtConfig
+
+    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None: ...
+
+    def new_id(self) -> int: ...
+
+    def sign(self, kind: Kind, key: bytes, value: bytes, ttl: int) -> Record:
+        """A fresh record with the next sequence number of this node."""
+        ...
+
+    def observe_seq(self, seq: int) -> None:
+        """A replica holds our statement with ``seq``: number the next ones above it."""
+        ...
+
+    def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
+        """Push one record to a position that lacked it (read repair; no answer expected)."""
+        ...
+
+
+class SlotState(Enum):
+    OPEN = "open"
+    DONE = "done"
+    GONE = "gone"
+
+
+class Slot:
+    """One position's progress within a phase."""
+
+    __slots__ = ("expected", "parts", "provisional", "resend_at", "sends", "state")
+
+    def __init__(self, now: float) -> None:
+        self.state = SlotState.OPEN
+        self.sends = 0
+        self.resend_at = now
+        self.parts: dict[int, tuple[Held, ...]] = {}
+        self.expected = 0
+        self.provisional: list[Held] | None = None
+
+
+class Phase:
+    """One request to every position, with its resend schedule."""
+
+    def __init__(self, config: DhtConfig, req_id: int, now: float) -> None:
+        self.config = config
+        self.req_id = req_id
+        self.slots = [Slot(now) for _ in range(config.replicas)]
+        self.deadline = now + config.op_timeout_s
+
+    def open_count(self) -> int:
+        return sum(s.state is SlotState.OPEN for s in self.slots)
+
+    def due(self, now: float) -> list[int]:
+        """Positions to send to now; slots out of sends (or of time) are given up."""
+        out = []
+        c = self.config
+        for index, slot in enumerate(self.slots):
+            if slot.state is not SlotState.OPEN:
+                continue
+            if now >= self.deadline:
+                slot.state = SlotState.GONE
+            elif slot.resend_at <= now:
+                if slot.sends >= c.request_attempts:
+                    slot.state = SlotState.GONE
+                    continue
+                slot.sends += 1
+                slot.resend_at = now + c.request_timeout_s * 2 ** (slot.sends - 1)
+                out.append(index)
+        return out
+
+    def retry_soon(self, index: int, now: float, delay: float) -> None:
+        """Ask this position again after ``delay`` without spending one of its attempts."""
+        slot = self.slots[index]
+        slot.sends = min(slot.sends, self.config.request_attempts - 1)
+        slot.resend_at = now + delay
+
+    def next_deadline(self) -> float:
+        times = [s.resend_at for s in self.slots if s.state is SlotState.OPEN]
+        return min([*times, self.deadline]) if times else self.deadline
+
+
+class Op:
+    """Common frame of the operations. ``result`` is set once, when the operation is decided;
+    ``finished`` when it needs no more messages or timers (a decided operation may linger a little
+    to repair replicas or roll back, without resending)."""
+
+    def __init__(self, host: OpHost, op_id: OpId, key: bytes, now: float) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.key = key
+        self.started = now
+        self.phase = Phase(host.config, host.new_id(), now)
+        self.req_ids = [self.phase.req_id]
+        self.result: OpResult | None = None
+        self.reported = False
+        self.finished = False
+        self.internal = False
+        """An owner refresh started by the node itself: its result is not reported as an event."""
+        self.refresh = False
+        """On success, the node remembers the record as its own and refreshes it before expiry."""
+
+    def _new_phase(self, now: float) -> None:
+        self.phase = Phase(self.host.config, self.host.new_id(), now)
+        self.req_ids.append(self.phase.req_id)
+
+    def next_deadline(self) -> float:
+        return self.phase.next_deadline()
+
+    def handle_timer(self, now: float) -> None:
+        if self.finished:
+            return
+        if now < self.phase.deadline:
+            self._send_due(now)
+            if self.phase.open_count():
+                return
+        # The deadline passed, or every position answered or ran out of attempts: nothing more to
+        # wait for in this phase.
+        self._phase_timeout(now)
+        for slot in self.phase.slots:
+            if slot.state is SlotState.OPEN:
+                slot.state = SlotState.GONE
+        self.finished = True
+
+    def _send_due(self, now: float) -> None:
+        for index in self.phase.due(now):
+            self.host.send_request(self.key, index, self._request(index), now)
+
+    def _linger(self) -> None:
+        """Decided: keep listening for late answers until the phase deadline, sending nothing more."""
+        for slot in self.phase.slots:
+            if slot.state is SlotState.OPEN:
+                slot.resend_at = self.phase.deadline
+                slot.sends = self.host.config.request_attempts
+
+    def _request(self, index: int) -> Message:
+        raise NotImplementedError
+
+    def _phase_timeout(self, now: float) -> None:
+        """The phase is over (deadline passed or nobody left to ask): decide with what arrived,
+        open slots counting as silent."""
+        raise NotImplementedError
+
+    def handle_write_reply(self, reply: WriteReply, now: float) -> None:
+        """Ignored by operations that do not write."""
+
+    def handle_get_reply(self, reply: GetReply, now: float) -> None:
+        """Ignored by operations that do not read."""
+
+
+class WriteOp(Op):
+    """One write phase: ``put``, ``delete``, or the renewal of a key this node already owns."""
+
+    def __init__(self, host: OpHost, op_id: OpId, record: Record, now: float) -> None:
+        super().__init__(host, op_id, record.key, now)
+        self.record = record
+        self.accepted = 0
+        self.held = 0
+        self.stale_bumps = 0
+        self.refusals: list[tuple[Status, bytes]] = []
+        self.accepted_at: set[int] = set()
+        """Positions that accepted a record of this operation in any phase."""
+        self.refused_at: set[int] = set()
+        """Positions that refused in the current phase (and so hold nothing of it)."""
+        self._send_due(now)
+
+    def _request(self, index: int) -> Message:
+        return Write(self.phase.req_id, index, self.record)
+
+    def handle_write_reply(self, reply: WriteReply, now: float) -> None:
+        if self.finished or reply.req_id != self.phase.req_id:
+            return
+        slot = self.phase.slots[reply.index]
+        if slot.state is not SlotState.OPEN:
+            return
+        status = reply.status
+        if self.result is not None:
+            slot.state = SlotState.DONE
+            self._late_answer(reply.index, status, now)
+        elif status.accepted:
+            slot.state = SlotState.DONE
+            self.accepted += 1
+            self.held += status is Status.OK_HELD
+            self.accepted_at.add(reply.index)
+        elif status is Status.NOT_READY:
+            self.phase.retry_soon(reply.index, now, self.host.config.not_ready_retry_s)
+        elif status is Status.STALE and reply.seq < self.record.seq:
+            self.phase.retry_soon(reply.index, now, 0.0)  # we numbered above it already: resend
+        elif status is Status.STALE and self.stale_bumps < STALE_BUMPS:
+            self.stale_bumps += 1
+            self.host.observe_seq(reply.seq)
+            r = self.record
+            self.record = self.host.sign(r.kind, r.key, r.value, r.ttl)
+            self.phase.retry_soon(reply.index, now, 0.0)
+        else:
+            slot.state = SlotState.DONE
+            self.refusals.append((status, reply.owner))
+            self.refused_at.add(reply.index)
+        if self.result is None:
+            self._send_due(now)
+            self._decide(now)
+        if self.result is not None and self.phase.open_count() == 0:
+            self.finished = True
+
+    def _late_answer(self, index: int, status: Status, now: float) -> None:
+        """An answer after the decision (only a failing create listens for them)."""
+
+    def _phase_timeout(self, now: float) -> None:
+        if self.result is None:
+            self._decide(now, over=True)
+
+    def _decide(self, now: float, *, over: bool = False) -> None:
+        c = self.host.config
+        open_ = 0 if over or now >= self.phase.deadline else self.phase.open_count()
+        verdict = write_decision(self.accepted, open_, c.majority)
+        if verdict is True:
+            self._succeeded(now)
+        elif verdict is False:
+            answered = self.accepted + len(self.refusals)
+            self._failed(write_failure(self.key, self.refusals, answered, c.replicas), now)
+
+    def _succeeded(self, now: float) -> None:
+        """Decided; positions that have not answered yet still get their resends until they do or
+        the phase ends, so that the record reaches all R positions, not just a majority."""
+        r = self.record
+        if r.kind is Kind.DELETE:
+            self.result = Deleted(r.key, r.value)
+        elif r.kind is Kind.PUT:
+            self.result = Stored(r.key, r.value, r.ttl)
+        else:
+            self.result = Created(r.key, r.value, r.ttl)
+
+    def _failed(self, result: OpResult, now: float) -> None:
+        self.result = result
+        self.finished = True
+
+
+class CreateOp(WriteOp):
+    """Reserve at a majority, then commit at a majority; roll back on failure (module docstring)."""
+
+    def __init__(self, host: OpHost, op_id: OpId, key: bytes, value: bytes, *, ttl: int, now: float) -> None:
+        self.ttl = ttl
+        self.committing = False
+        self._tomb: Record | None = None
+        self._tomb_req = 0
+        lease = host.config.reserve_lease_s
+        super().__init__(host, op_id, host.sign(Kind.RESERVE, key, value, lease), now)
+
+    def _succeeded(self, now: float) -> None:
+        if self.committing:
+            super()._succeeded(now)
+            return
+        self.committing = True
+        self.record = self.host.sign(Kind.CREATE, self.key, self.record.value, self.ttl)
+        self.accepted = 0
+        self.refusals = []
+        self.refused_at = set()
+        self._new_phase(now)
+        log.debug("create %r: reserved, committing", self.key)
+        self._send_due(now)
+
+    def _failed(self, result: OpResult, now: float) -> None:
+        self.result = result
+        if self.held:
+            # This owner held the key already (it restarted and forgot): what it held stays its own.
+            log.info("create %r failed (%s); keeping the record this node already held", self.key, result)
+            self.finished = True
+            return
+        self._roll_back(now)
+
+    def _roll_back(self, now: float) -> None:
+        """Tombstone our claim, once and without waiting, where it may be held: at once where it was
+        accepted; for positions that have not answered yet, when they answer "accepted" or, silent,
+        at the phase deadline (the answer may have been lost); never where it was refused. A position
+        the tombstone misses keeps only a reservation, which lapses after ``reserve_lease_s``, or
+        after a failed commit a record that lives one TTL at most."""
+        life = self.ttl if self.committing else self.host.config.reserve_lease_s
+        self._tomb = self.host.sign(Kind.DELETE, self.key, self.record.value, life)
+        self._tomb_req = self.host.new_id()
+        waiting = False
+        for index, slot in enumerate(self.phase.slots):
+            if index in self.accepted_at or slot.state is SlotState.GONE:
+                self._send_tomb(index, now)  # accepted, or silent to the end
+            elif slot.state is SlotState.OPEN:
+                if now >= self.phase.deadline:
+                    self._send_tomb(index, now)
+                else:
+                    waiting = True
+        if waiting:
+            self._linger()
+        else:
+            self.finished = True
+
+    def _send_tomb(self, index: int, now: float) -> None:
+        assert self._tomb is not None
+        self.host.send_request(self.key, index, Write(self._tomb_req, index, self._tomb), now)
+
+    def _late_answer(self, index: int, status: Status, now: float) -> None:
+        if self._tomb is not None and status.accepted and index not in self.accepted_at:
+            self._send_tomb(index, now)  # rolling back: it accepted after we gave up
+
+    def _phase_timeout(self, now: float) -> None:
+        if self.result is None:
+            self._decide(now, over=True)  # fails (nothing open any more), rolls back the silent ones
+        elif self._tomb is not None:
+            for index, slot in enumerate(self.phase.slots):
+                if slot.state is SlotState.OPEN and index not in self.accepted_at:
+                    self._send_tomb(index, now)
+
+
+class GetOp(Op):
+    """Ask every position; decide as early as the quorum rules allow; repair stragglers."""
+
+    def __init__(self, host: OpHost, op_id: OpId, key: bytes, now: float) -> None:
+        super().__init__(host, op_id, key, now)
+        c = host.config
+        self.tally = GetTally(key, c.replicas, c.majority)
+        self._send_due(now)
+
+    def _request(self, index: int) -> Message:
+        return Get(self.phase.req_id, index, self.key)
+
+    def handle_get_reply(self, reply: GetReply, now: float) -> None:
+        if self.finished or reply.req_id != self.phase.req_id or reply.key != self.key:
+            return
+        slot = self.phase.slots[reply.index]
+        if slot.state is not SlotState.OPEN:
+            return
+        if reply.parts != slot.expected:
+            slot.parts.clear()  # a new answer with another split (the replica's content changed)
+            slot.expected = reply.parts
+        slot.parts[reply.part] = reply.entries
+        if len(slot.parts) < reply.parts:
+            return
+        entries = answered_entries(slot.parts)
+        slot.parts.clear()
+        if not reply.ready and self.result is None:
+            slot.provisional = entries
+            self.phase.retry_soon(reply.index, now, self.host.config.not_ready_retry_s)
+            self._send_due(now)
+            return
+        slot.state = SlotState.DONE
+        slot.provisional = None
+        self.tally.answer(reply.index, entries)
+        if self.result is None:
+            if self.tally.complete(self.phase.open_count()):
+                self.result = Values(self.key, self.tally.values())
+                self._linger()
+                self._repair(now, None)
+        else:
+            self._repair(now, reply.index)
+        if self.phase.open_count() == 0:
+            self.finished = True
+
+    def _phase_timeout(self, now: float) -> None:
+        if self.result is not None:
+            return
+        for index, slot in enumerate(self.phase.slots):
+            if slot.state is SlotState.OPEN and slot.provisional is not None:
+                self.tally.answer(index, slot.provisional)
+        if self.tally.enough_answers():
+            self.result = Values(self.key, self.tally.values())
+            self._repair(now, None)
+        else:
+            n = len(self.tally.answers)
+            self.result = Failed(Reason.NO_QUORUM, f"only {n} of {self.host.config.replicas} answered")
+
+    def _repair(self, now: float, only: int | None) -> None:
+        for index, held in self.tally.repairs():
+            if only is None or index == only:
+                self.host.send_repair(self.key, index, held, now)

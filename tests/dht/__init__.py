@@ -1,0 +1,1 @@
+"""Tests of the DHT: store, codec, quorum, operations over a scripted ring, and the asyncio glue."""

@@ -1,0 +1,204 @@
+"""One DhtNode against a capturing router double: the seam's contract, readiness after a
+neighbourhood change, the answers to "do you count me?", and misuse of the API."""
+
+from __future__ import annotations
+
+from random import Random
+
+import pytest
+
+from dht import DhtConfig, DhtNode, Failed, Kind, OpCompleted, Reason, sign_record
+from dht.codec import (
+    Message,
+    Role,
+    RoleReply,
+    Status,
+    Store,
+    Sync,
+    Verdict,
+    Write,
+    WriteReply,
+    decode,
+    encode,
+)
+from overlay import (
+    RING,
+    Address,
+    Delivered,
+    NeighboursChanged,
+    Service,
+    clockwise,
+    key_address,
+    ring_distance,
+)
+from tests.dht.helpers import identity
+
+CONFIG = DhtConfig()
+
+
+class CapturingRouter:
+    """A test double of the overlay's Router seam that records what the node sends."""
+
+    def __init__(self, address: Address) -> None:
+        self._address = address
+        self.sent: list[tuple[Address, Message, bool]] = []
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+        assert service == Service.DHT
+        self.sent.append((dest, decode(payload, CONFIG), exact))
+
+    def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
+        return (), ()
+
+    def take(self) -> list[tuple[Address, Message, bool]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def make_node(seed: int = 1, **config: float) -> tuple[DhtNode, CapturingRouter]:
+    who = identity(seed)
+    router = CapturingRouter(who.address)
+    return DhtNode(router, who, DhtConfig(**config), Random(seed)), router  # type: ignore[arg-type]
+
+
+def deliver(node: DhtNode, src: int, message: Message, now: float, *, dest: int | None = None) -> None:
+    event = Delivered(
+        Address(src), Address(dest or node.address), Service.DHT, encode(message), 3, dest is not None
+    )
+    node.handle_delivered(event, now)
+
+
+WRITER = identity(99)
+
+
+def write(key: bytes = b"k", seq: int = 1) -> Write:
+    return Write(7, 0, sign_record(WRITER, Kind.PUT, key, b"v", ttl=60, seq=seq))
+
+
+def test_router_and_identity_must_agree() -> None:
+    with pytest.raises(ValueError):
+        DhtNode(CapturingRouter(Address(1)), identity(1), CONFIG, Random(1))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "ttl"),
+    [
+        (b"", b"v", 60),
+        (b"k" * 257, b"v", 60),
+        (b"k", b"v" * 1025, 60),
+        (b"k", b"v", 0),
+        (b"k", b"v", 86_401),
+        (b"k", b"v", 1.5),
+        (b"k", b"v", True),
+        ("k", b"v", 60),
+    ],
+)
+def test_misuse_raises_at_once(key: bytes, value: bytes, ttl: int) -> None:
+    node, router = make_node()
+    with pytest.raises(ValueError):
+        node.put(key, value, ttl, 0.0)
+    assert router.sent == [] and node.next_event() is None
+
+
+def test_an_operation_asks_every_position_routed() -> None:
+    node, router = make_node()
+    node.get(b"k", 0.0)
+    sent = router.take()
+    assert sorted(dest for dest, _, _ in sent) == sorted(key_address(b"k", i) for i in range(8))
+    assert all(not exact for _, _, exact in sent)
+
+
+def test_untrusted_bytes_never_raise_and_are_counted() -> None:
+    node, router = make_node()
+    for payload in (b"", b"\xc1", b"\x93\x01\x01", bytes(5000)):
+        node.handle_delivered(Delivered(Address(5), node.address, Service.DHT, payload, 1, True), 0.0)
+    node.handle_delivered(Delivered(Address(5), node.address, Service.TUNNEL, b"\xc1", 1, True), 0.0)
+    assert node.stats.decode_errors == 4
+    deliver(node, 5, WriteReply(12345, 0, Status.OK), 0.0)
+    assert node.stats.stray_replies == 1
+    assert router.sent == []
+
+
+def test_a_node_is_not_ready_until_its_new_neighbours_synced() -> None:
+    node, router = make_node()
+    left, right = Address(node.address - 1000), Address(node.address + 1000)
+    node.handle_neighbours(NeighboursChanged((left,), (right,)), 0.0)
+    syncs = {dest: m.sync_id for dest, m, exact in router.take() if isinstance(m, Sync) and exact}
+    assert set(syncs) == {left, right}
+    deliver(node, 42, write(), 0.1)
+    (reply,) = [m for _, m, _ in router.take() if isinstance(m, WriteReply)]
+    assert reply.status is Status.NOT_READY and node.stats.not_ready == 1
+    deliver(node, left, Store(0, syncs[left], 0, 1, ()), 0.2)
+    deliver(node, 42, write(), 0.3)
+    assert [m.status for _, m, _ in router.take() if isinstance(m, WriteReply)] == [Status.NOT_READY]
+    deliver(node, Address(77), Store(0, syncs[right], 0, 1, ()), 0.3)  # not from the neighbour asked
+    deliver(node, right, Store(0, syncs[right], 0, 1, ()), 0.4)
+    deliver(node, 42, write(), 0.5)
+    assert [m.status for _, m, _ in router.take() if isinstance(m, WriteReply)] == [Status.OK]
+
+
+def test_a_silent_neighbour_delays_readiness_only_for_the_sync_timeout() -> None:
+    node, router = make_node()
+    node.handle_neighbours(NeighboursChanged((Address(node.address - 5),), ()), 10.0)
+    assert node.get_timer() is not None and node.get_timer() <= 10.0 + CONFIG.sync_timeout_s  # type: ignore[operator]
+    node.handle_timer(10.0 + CONFIG.sync_timeout_s)
+    router.take()
+    deliver(node, 42, write(), 12.5)
+    assert [m.status for _, m, _ in router.take() if isinstance(m, WriteReply)] == [Status.OK]
+
+
+def _key_near(address: int) -> bytes:
+    for i in range(10_000):
+        key = b"k%d" % i
+        if ring_distance(address, key_address(key, 0)) < RING >> 8:
+            return key
+    raise AssertionError("no key near the node")
+
+
+def _primary_with_known_holders(node: DhtNode) -> tuple[bytes, Address, list[Address]]:
+    """A key whose position 0 is closest to ``node``, with neighbours placed so that the node knows
+    its three holders exactly: itself, ``near[0]`` (beyond the position) and ``far[0]``."""
+    key = _key_near(node.address)
+    pos = key_address(key, 0)
+    me = node.address
+    d = ring_distance(me, pos)
+    s = 1 if clockwise(me, pos) == d else -1
+    near = [Address((me + s * 3 * d) % RING), Address((me + s * 5 * d) % RING)]
+    far = [Address((me - s * 2 * d) % RING), Address((me - s * 4 * d) % RING)]
+    left, right = (far, near) if s == 1 else (near, far)
+    node.handle_neighbours(NeighboursChanged(tuple(left), tuple(right)), 0.0)
+    node.handle_timer(CONFIG.sync_timeout_s)  # give up waiting for syncs: ready
+    return key, pos, [near[0], far[0]]
+
+
+def test_the_closest_node_tells_unsure_holders_whether_they_are_needed() -> None:
+    node, router = make_node()
+    key, pos, copies = _primary_with_known_holders(node)
+    record = sign_record(WRITER, Kind.PUT, key, b"v", ttl=600, seq=1)
+    assert node.store.write(pos, 0, record, 3.0).status is Status.OK
+    digest = node.store.digest(pos, 3.0)
+    router.take()
+    stranger = Address((pos + RING // 2) % RING)
+
+    def verdict(src: int, d: int) -> Verdict:
+        deliver(node, src, Role(5, key, 0, d), 3.0, dest=pos)
+        (reply,) = [m for _, m, _ in router.take() if isinstance(m, RoleReply)]
+        return reply.verdict
+
+    assert verdict(stranger, digest) is Verdict.UNNEEDED
+    assert verdict(stranger, digest ^ 1) is Verdict.DIFFERS
+    assert verdict(copies[0], digest) is Verdict.NEEDED
+    assert verdict(copies[1], digest) is Verdict.NEEDED
+
+
+def test_busy_when_too_many_operations_are_in_flight() -> None:
+    node, _ = make_node(max_pending_ops=1)
+    node.get(b"a", 0.0)
+    busy = node.get(b"b", 0.0)
+    event = node.next_event()
+    assert isinstance(event, OpCompleted) and event.op_id == busy
+    assert isinstance(event.result, Failed) and event.result.reason is Reason.BUSY

@@ -1,0 +1,199 @@
+"""Operation state machines against a scripted host (a test double of the OpHost seam): the phases
+of create, roll-back targets, stale answers after a restart, "not ready", timeouts, and gets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dht import AlreadyOwned, Created, DhtConfig, Failed, Kind, OpId, Reason, Record, Values, sign_record
+from dht.codec import Get, GetReply, Held, Message, Status, Write, WriteReply
+from dht.ops import CreateOp, GetOp, WriteOp
+from tests.dht.helpers import identity
+
+ME, OTHER = identity(1), identity(2)
+
+
+@dataclass
+class Host:
+    """Records every request; signs with ME and numbers like a node does."""
+
+    config: DhtConfig = field(default_factory=DhtConfig)
+    sent: list[tuple[int, Message]] = field(default_factory=list)
+    repairs: list[tuple[int, Held]] = field(default_factory=list)
+    seq: int = 0
+    ids: int = 0
+
+    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
+        self.sent.append((index, message))
+
+    def new_id(self) -> int:
+        self.ids += 1
+        return self.ids
+
+    def sign(self, kind: Kind, key: bytes, value: bytes, ttl: int) -> Record:
+        self.seq += 1
+        return sign_record(ME, kind, key, value, ttl=ttl, seq=self.seq)
+
+    def observe_seq(self, seq: int) -> None:
+        self.seq = max(self.seq, seq)
+
+    def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
+        self.repairs.append((index, held))
+
+    def take(self) -> list[tuple[int, Message]]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def writes(sent: list[tuple[int, Message]]) -> list[tuple[int, Kind]]:
+    return [(i, m.record.kind) for i, m in sent if isinstance(m, Write)]
+
+
+def answer(op: WriteOp, index: int, status: Status, now: float = 0.1, **kw: object) -> None:
+    op.handle_write_reply(WriteReply(op.phase.req_id, index, status, **kw), now)  # type: ignore[arg-type]
+
+
+def test_create_reserves_then_commits_and_completes_the_rest() -> None:
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    assert writes(host.take()) == [(i, Kind.RESERVE) for i in range(8)]
+    for i in range(5):
+        answer(op, i, Status.OK)
+    assert writes(host.take()) == [(i, Kind.CREATE) for i in range(8)]
+    for i in range(5):
+        answer(op, i, Status.OK, now=0.2)
+    assert op.result == Created(b"k", b"v", 600) and not op.finished
+    op.handle_timer(1.2)  # the three silent positions are asked again (1 s after the commit began)
+    assert writes(host.take()) == [(i, Kind.CREATE) for i in (5, 6, 7)]
+    for i in (5, 6, 7):
+        answer(op, i, Status.OK, now=1.1)
+    assert op.finished
+
+
+def test_a_lost_race_rolls_back_where_it_may_hold_and_nowhere_else() -> None:
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    host.take()
+    for i in (0, 1):
+        answer(op, i, Status.OK)
+    for i in (2, 3, 4):
+        answer(op, i, Status.CONFLICT_RESERVED, owner=OTHER.public_key)
+    assert op.result is None  # 2 accepted + 3 open could still make 5
+    answer(op, 5, Status.CONFLICT_RESERVED, owner=OTHER.public_key)
+    assert isinstance(op.result, Failed) and op.result.reason is Reason.CONTENDED
+    assert writes(host.take()) == [(0, Kind.DELETE), (1, Kind.DELETE)]
+    answer(op, 6, Status.OK, now=0.5)  # accepted after we gave up: roll it back too
+    assert writes(host.take()) == [(6, Kind.DELETE)]
+    op.handle_timer(op.phase.deadline)  # position 7 never answered: its answer may have been lost
+    assert writes(host.take()) == [(7, Kind.DELETE)]
+    assert op.finished
+
+
+def test_a_taken_key_names_its_owner() -> None:
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    for i in range(4):
+        answer(op, i, Status.CONFLICT_CREATED, owner=OTHER.public_key)
+    assert op.result == AlreadyOwned(b"k", OTHER.public_key)
+
+
+def test_silence_is_failure_never_success() -> None:
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    for i in range(4):
+        answer(op, i, Status.OK)
+    t = 0.0
+    while not op.finished:
+        t = op.next_deadline()
+        op.handle_timer(t)
+    assert isinstance(op.result, Failed) and op.result.reason is Reason.NO_QUORUM
+    assert t <= DhtConfig().op_timeout_s
+    sent = writes(host.take())
+    assert sent.count((4, Kind.RESERVE)) == DhtConfig().request_attempts
+    assert sorted(i for i, k in sent if k is Kind.DELETE) == list(range(8))
+
+
+def test_a_renewal_that_fails_does_not_delete_what_the_owner_held() -> None:
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    answer(op, 0, Status.OK_HELD)
+    for i in range(1, 5):
+        answer(op, i, Status.CONFLICT_CREATED, owner=OTHER.public_key)
+    host.take()
+    assert op.result == AlreadyOwned(b"k", OTHER.public_key) and op.finished
+
+
+def test_stale_answers_renumber_once_and_resend() -> None:
+    host = Host()
+    op = WriteOp(host, OpId(1), host.sign(Kind.PUT, b"k", b"v", 600), 0.0)
+    host.take()
+    answer(op, 0, Status.STALE, seq=41)
+    (index, message) = host.take()[0]
+    assert index == 0 and isinstance(message, Write) and message.record.seq == 42
+    answer(op, 1, Status.STALE, seq=41)  # answers the first record: resend the new one, no renumbering
+    (index, message) = host.take()[0]
+    assert index == 1 and message.record.seq == 42 and host.seq == 42
+
+
+def test_not_ready_is_asked_again_without_spending_attempts() -> None:
+    host = Host(DhtConfig(request_attempts=1))
+    op = WriteOp(host, OpId(1), host.sign(Kind.PUT, b"k", b"v", 600), 0.0)
+    host.take()
+    answer(op, 0, Status.NOT_READY, now=0.1)
+    op.handle_timer(0.1 + DhtConfig().not_ready_retry_s)
+    assert [i for i, _ in host.take()] == [0]
+
+
+def held(seq: int = 1, kind: Kind = Kind.PUT) -> Held:
+    return Held(sign_record(OTHER, kind, b"k", b"v", ttl=600, seq=seq), 500.0)
+
+
+def reply(
+    op: GetOp, index: int, entries: list[Held], *, ready: bool = True, part: int = 0, parts: int = 1
+) -> None:
+    op.handle_get_reply(GetReply(op.phase.req_id, index, b"k", part, parts, ready, tuple(entries)), 0.2)
+
+
+def test_get_decides_after_five_answers_and_repairs_the_late_ones() -> None:
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    assert [type(m) for _, m in host.take()] == [Get] * 8
+    for i in range(5):
+        reply(op, i, [held()])
+    assert isinstance(op.result, Values) and [v.value for v in op.result.values] == [b"v"]
+    assert not op.finished and host.repairs == []
+    reply(op, 5, [])
+    reply(op, 6, [held(seq=0)])
+    assert [i for i, _ in host.repairs] == [5, 6]
+    op.handle_timer(1.5)
+    assert host.take() == []  # decided: no more asking
+    reply(op, 7, [held()])
+    assert op.finished
+
+
+def test_get_assembles_parts_and_treats_not_ready_as_provisional() -> None:
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    host.take()
+    reply(op, 0, [held()], part=0, parts=2)
+    reply(op, 0, [], part=1, parts=2)
+    for i in range(1, 4):
+        reply(op, i, [held()])
+    for i in range(4, 8):
+        reply(op, i, [held()], ready=False)  # not ready: asked again shortly
+    assert op.result is None
+    while not op.finished:
+        op.handle_timer(op.next_deadline())
+    assert (
+        isinstance(op.result, Values) and len(op.result.values) == 1
+    )  # provisional answers count at the end
+
+
+def test_get_without_enough_answers_is_no_quorum() -> None:
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    for i in range(3):
+        reply(op, i, [])
+    while not op.finished:
+        op.handle_timer(op.next_deadline())
+    assert isinstance(op.result, Failed) and op.result.reason is Reason.NO_QUORUM
