@@ -41,13 +41,16 @@ def load_config(path: Path, hostname: str | None = None) -> IpopConfig:
     return parse_config(data, path.absolute(), hostname=host, read_file=read_small_file, label=label)
 
 
-async def resolve_bootstrap(endpoints: tuple[Endpoint, ...]) -> tuple[tuple[Endpoint, ...], list[str]]:
+async def resolve_bootstrap(
+    endpoints: tuple[Endpoint, ...],
+) -> tuple[tuple[Endpoint, ...], dict[Endpoint, str]]:
     """Resolve DNS names among the bootstrap endpoints (IP literals pass through unchanged). Returns the
-    resolved endpoints (a name may give several addresses) and one message per name that failed, so
-    that the caller can log them and go on with the others: one dead name must not stop a node."""
+    resolved endpoints (a name may give several addresses; duplicates are dropped) and, for each entry
+    whose name did not resolve, the reason: one dead name must not stop a node, so the caller logs the
+    failures, goes on with the others, and may retry the failed ones later."""
     loop = asyncio.get_running_loop()
     resolved: list[Endpoint] = []
-    failures: list[str] = []
+    failures: dict[Endpoint, str] = {}
     for host, port in endpoints:
         if cv.is_ip_literal(host):
             candidates = [(host, port)]
@@ -55,7 +58,7 @@ async def resolve_bootstrap(endpoints: tuple[Endpoint, ...]) -> tuple[tuple[Endp
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP)
             except OSError as exc:
-                failures.append(f"bootstrap peer {host}:{port}: cannot resolve: {exc.strerror or exc}")
+                failures[(host, port)] = f"cannot resolve {host}: {exc.strerror or exc}"
                 continue
             candidates = [(str(info[4][0]), port) for info in infos]
             log.info("bootstrap peer %s:%d resolved to %s", host, port, [h for h, _ in candidates])

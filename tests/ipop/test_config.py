@@ -413,7 +413,7 @@ async def test_resolve_bootstrap_keeps_literals_and_resolves_names() -> None:
     resolved, failures = await resolve_bootstrap(
         (("192.0.2.1", 5800), ("localhost", 5801), ("192.0.2.1", 5800))
     )
-    assert failures == []
+    assert failures == {}
     assert resolved[0] == ("192.0.2.1", 5800)
     assert ("127.0.0.1", 5801) in resolved
     assert resolved.count(("192.0.2.1", 5800)) == 1
