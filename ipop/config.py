@@ -17,19 +17,29 @@ files, and it resolves bootstrap host names at start.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import math
 import tomllib
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from overlay import Endpoint, OverlayConfig
 
 from . import confvalues as cv
+from .conftable import ConfigError, Section, did_you_mean, known
+
+__all__ = [
+    "ConfigError",
+    "IpopConfig",
+    "NetworkConfig",
+    "NodeConfig",
+    "OverlayOptions",
+    "ReadFile",
+    "overlay_tuning_keys",
+    "parse_config",
+]
 
 DEFAULT_PORT = 5800
 """The overlay's UDP port when ``[node] listen`` is not given; any free port works, a fixed default
@@ -72,16 +82,8 @@ MIN_LEASE, MAX_LEASE = 60, 7 * 86400
 """DHCP clients renew at half the lease; under a minute they would renew constantly, and above a week
 a stopped node's address would stay taken for too long."""
 
-MAX_LIST = 64
-"""Longest list accepted for bootstrap peers, STUN servers and DNS upstreams: a few of each are useful,
-hundreds are a mistake."""
-
 _OVERLAY_KEYS_HERE = ("realm", "secret", "bootstrap")
 """OverlayConfig fields filled by named keys of their own (secret from ``secret`` or ``secret_file``)."""
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message is one line naming file, section and key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,8 @@ class IpopConfig:
 
     overlay: OverlayConfig
     """The ``[overlay]`` section as the overlay core takes it. ``bootstrap`` holds the entries as
-    written: a host may still be a DNS name until ``ipop.configfile.resolve_bootstrap`` replaced it."""
+    written: a host may be a DNS name. The runtime resolves them at start (``NodeContext.bootstrap``,
+    through ``ipop.configfile.resolve_bootstrap``)."""
 
     network: NetworkConfig | None
     """The ``[network]`` section; None makes a pure overlay node with no TAP device."""
@@ -195,16 +198,16 @@ def parse_config(
             raise ConfigError(f"{where}: {key}: must be a section [{key}], not a value")
         if key not in sections:
             what = f"unknown section [{key}]" if isinstance(value, dict) else f"unknown key {key!r}"
-            hint = _did_you_mean(key, sections)
-            raise ConfigError(f"{where}: {what}{hint}; sections are {_known(sections)}")
+            hint = did_you_mean(key, sections)
+            raise ConfigError(f"{where}: {what}{hint}; sections are {known(sections)}")
     base = source.parent
-    node = _node(_Section(where, "node", doc.get("node", {})), hostname, base)
-    overlay, options = _overlay(_Section(where, "overlay", doc.get("overlay", {})), base, read_file)
-    network = _network(_Section(where, "network", doc["network"])) if "network" in doc else None
+    node = _node(Section(where, "node", doc.get("node", {})), hostname, base)
+    overlay, options = _overlay(Section(where, "overlay", doc.get("overlay", {})), base, read_file)
+    network = _network(Section(where, "network", doc["network"])) if "network" in doc else None
     return IpopConfig(source, node, overlay, network, options)
 
 
-def _node(sec: _Section, hostname: str, base: Path) -> NodeConfig:
+def _node(sec: Section, hostname: str, base: Path) -> NodeConfig:
     given = sec.optional("name")
     if given is not None:
         name = sec.value("name", given, cv.dns_label)
@@ -225,7 +228,7 @@ def _node(sec: _Section, hostname: str, base: Path) -> NodeConfig:
     return NodeConfig(name, state_dir, listen, level)
 
 
-def _overlay(sec: _Section, base: Path, read_file: ReadFile) -> tuple[OverlayConfig, OverlayOptions]:
+def _overlay(sec: Section, base: Path, read_file: ReadFile) -> tuple[OverlayConfig, OverlayOptions]:
     realm = sec.string("realm", "ipop")
     if not realm or not realm.isprintable() or len(realm) > 64:
         raise sec.error("realm", f"{realm!r} must be 1 to 64 printable characters")
@@ -254,7 +257,7 @@ def _overlay(sec: _Section, base: Path, read_file: ReadFile) -> tuple[OverlayCon
     return config, OverlayOptions(cipher, stun, lan)
 
 
-def _secret(sec: _Section, base: Path, read_file: ReadFile) -> bytes:
+def _secret(sec: Section, base: Path, read_file: ReadFile) -> bytes:
     text = sec.optional("secret")
     name = sec.optional("secret_file")
     if text is not None and name is not None:
@@ -277,7 +280,7 @@ def _secret(sec: _Section, base: Path, read_file: ReadFile) -> bytes:
     return secret
 
 
-def _network(sec: _Section) -> NetworkConfig:
+def _network(sec: Section) -> NetworkConfig:
     d = NetworkConfig()
     namespace = sec.string("namespace", d.namespace)
     if not namespace or len(namespace) > 64 or not all(c.isalnum() or c in "-_." for c in namespace):
@@ -334,104 +337,3 @@ def _advanced_overlay_fields() -> dict[str, type]:
 def overlay_tuning_keys() -> tuple[str, ...]:
     """The advanced ``[overlay]`` keys that map onto OverlayConfig fields."""
     return tuple(_advanced_overlay_fields())
-
-
-def with_bootstrap(config: IpopConfig, bootstrap: tuple[Endpoint, ...]) -> IpopConfig:
-    """The same configuration with resolved bootstrap endpoints."""
-    return replace(config, overlay=replace(config.overlay, bootstrap=bootstrap))
-
-
-def _known(names: typing.Iterable[str]) -> str:
-    return ", ".join(sorted(names))
-
-
-def _did_you_mean(name: str, known: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_TOML_TYPES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
-
-
-class _Section:
-    """Typed access to one table of the file that remembers which keys were read, so that
-    :meth:`finish` can refuse the rest by name."""
-
-    def __init__(self, where: str, name: str, table: dict[str, Any]) -> None:
-        self.where = where
-        self.name = name
-        self.table = table
-        self.used: set[str] = set()
-
-    def error(self, key: str, detail: str) -> ConfigError:
-        place = f"[{self.name}] {key}" if key else f"[{self.name}]"
-        return ConfigError(f"{self.where}: {place}: {detail}")
-
-    def _get(self, key: str, kind: type, default: Any) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok, value = True, float(value)
-        if not ok:
-            raise self.error(key, f"{value!r} is not {_TOML_TYPES[kind]}")
-        return value
-
-    def string(self, key: str, default: str) -> str:
-        value: str = self._get(key, str, default)
-        return value
-
-    def optional(self, key: str) -> str | None:
-        value: str | None = self._get(key, str, None)
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        return bool(self._get(key, bool, default))
-
-    def integer(self, key: str, default: int | None, low: int, high: int) -> Any:
-        value = self._get(key, int, default)
-        if value is not None and not low <= value <= high:
-            raise self.error(key, f"{value} is not in {low}..{high}")
-        return value
-
-    def number(self, key: str, kind: type) -> Any:
-        value = self._get(key, kind, None)
-        if value is None or kind is bool:
-            return value
-        if kind is float and not (math.isfinite(value) and value > 0):
-            raise self.error(key, f"{value!r} must be a positive number of finite size")
-        if kind is int and value < 0:
-            raise self.error(key, f"{value} must not be negative")
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value: str = self._get(key, str, default)
-        if value not in choices:
-            raise self.error(key, f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def strings(self, key: str, default: list[str]) -> list[str]:
-        value: list[Any] = self._get(key, list, default)
-        if len(value) > MAX_LIST:
-            raise self.error(key, f"{len(value)} entries; at most {MAX_LIST}")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(f"{key}[{i}]", f"{item!r} is not a string")
-        return value
-
-    def value(self, key: str, text: str, parse: Callable[[str], Any]) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise self.error(key, str(exc)) from None
-
-    def each(self, key: str, items: list[str], parse: Callable[[str], Any]) -> list[Any]:
-        return [self.value(f"{key}[{i}]", item, parse) for i, item in enumerate(items)]
-
-    def finish(self) -> None:
-        for key in self.table:
-            if key not in self.used:
-                hint = _did_you_mean(key, self.used)
-                raise self.error(key, f"unknown key{hint}; known keys are {_known(self.used)}")
