@@ -278,3 +278,41 @@ def test_simulate_passes_its_flags_and_prints_json(
         capsys.readouterr().out
         == "nodes            5\nseed             1\nring_consistent  yes\nhops_mean        3.25\n"
     )
+
+
+STUBBORN_NODE = """
+import asyncio, sys
+from pathlib import Path
+from ipop import runtime
+from ipop.configfile import load_config
+from ipop.logs import configure_logging
+
+class Stubborn:
+    name = "stubborn"
+
+    async def run(self):
+        while True:  # swallows every cancellation: a component that never finishes
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass
+
+    def status(self):
+        return {}
+
+async def build(ctx):
+    return [Stubborn()]
+
+runtime.build_components = build
+configure_logging("info")
+runtime.run_node(load_config(Path(sys.argv[1])))
+"""
+
+
+def test_a_component_that_does_not_stop_is_cut_off_by_the_watchdog(plab: Lab, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    node = plab.start("stubborn", [sys.executable, "-c", STUBBORN_NODE, str(config)], env=ENV)
+    wait_for(lambda: status_json(config), 20, "the node")
+    assert stop_and_time(node, signal.SIGTERM) < STOP_LIMIT_S
+    assert node.popen.returncode == 1
+    assert "components still running 1.5 s after the stop: ['stubborn']; exiting now" in node.stderr()
