@@ -1,0 +1,1 @@
+"""Tests of the ipop node package: configuration, state, TAP, control socket, CLI."""
