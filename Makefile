@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 
 # Real clients and tools that the system tests and the demo start; none of them is written here.
 DEB_PACKAGES := iproute2 nftables isc-dhcp-client udhcpc dhcpcd-base dnsutils arping iperf3 \
-                iputils-ping tcpdump ethtool procps wireguard-go wireguard-tools
+                iputils-ping tcpdump ethtool procps wireguard-go wireguard-tools \
+                coturn conntrack
 
 .PHONY: test demo deps venv lint typecheck unit clean
 

@@ -42,17 +42,6 @@ from .handshake import (
     Reply,
 )
 from .identity import Identity, verify_signature
-from .sim import (
-    BROADCAST,
-    Counters,
-    DatagramCore,
-    Drop,
-    LatencyModel,
-    NatBox,
-    Network,
-    Scheduler,
-    SimHost,
-)
 from .linksec import LinkSecurity
 from .linksession import Session, SessionExhausted, SessionState
 from .linkwire import (
@@ -67,6 +56,17 @@ from .linkwire import (
     LinkDecodeError,
 )
 from .replay import REPLAY_WINDOW, ReplayWindow
+from .sim import (
+    BROADCAST,
+    Counters,
+    DatagramCore,
+    Drop,
+    LatencyModel,
+    NatBox,
+    Network,
+    Scheduler,
+    SimHost,
+)
 
 __all__ = [
     "ADDRESS_BITS",

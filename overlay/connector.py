@@ -98,8 +98,9 @@ class Attempt:
         "via",
     )
 
-    def __init__(self, attempt_id: int, state: str, role: int, peer: Address | None, now: float,
-                 timeout: float) -> None:
+    def __init__(
+        self, attempt_id: int, state: str, role: int, peer: Address | None, now: float, timeout: float
+    ) -> None:
         self.id = attempt_id
         self.state = state
         self.role = role
@@ -302,8 +303,12 @@ class Connector:
         attempt.state = TUNNEL
         attempt.tunnel = TunnelPath(attempt.peer, relay)
         self.outcomes["punch_failed"] += 1
-        log.info("%s no direct path to %s; tunnelling via %s", node.log_prefix, short(attempt.peer),
-                 short(relay) if relay is not None else "the overlay")
+        log.info(
+            "%s no direct path to %s; tunnelling via %s",
+            node.log_prefix,
+            short(attempt.peer),
+            short(relay) if relay is not None else "the overlay",
+        )
         node.transmit(self._handshake(attempt, now).packet, attempt.tunnel, now)
         attempt.next_send = now + RETRANSMIT_S
         node.set_timer(attempt.next_send, "attempt", attempt.id)
@@ -373,9 +378,7 @@ class Connector:
         node.maintenance.ring_changed(now)
 
     def _send_hello(self, link: Link, now: float) -> None:
-        self.node.send_control(
-            link, Hello(link.my_roles, self.candidates(), link.endpoint), now
-        )
+        self.node.send_control(link, Hello(link.my_roles, self.candidates(), link.endpoint), now)
 
     def _set_path(self, link: Link, path: Path) -> None:
         if isinstance(path, TunnelPath):
@@ -387,9 +390,13 @@ class Connector:
 
     def hello_received(self, link: Link, now: float) -> None:
         attempt = self.by_peer.get(link.peer)
-        if attempt is not None and attempt.state == CONFIRM and attempt.session is not None:
-            if attempt.session.confirmed:
-                self._finish(attempt)
+        if (
+            attempt is not None
+            and attempt.state == CONFIRM
+            and attempt.session is not None
+            and attempt.session.confirmed
+        ):
+            self._finish(attempt)
 
     def path_changed(self, link: Link, endpoint: Endpoint, now: float) -> None:
         """An authenticated packet arrived from a new underlay endpoint: the peer roamed, or a direct
@@ -447,7 +454,7 @@ class Connector:
     def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
         node = self.node
         attempt = self.by_token.get(msg.token)
-        node.maintenance.learn(msg.neighbours + (Neighbour(src, msg.candidates),), now)
+        node.maintenance.learn((*msg.neighbours, Neighbour(src, msg.candidates)), now)
         if attempt is None or attempt.state != CONNECT:
             return
         node.maintenance.connect_answered(attempt.id, now)

@@ -264,18 +264,19 @@ class Maintenance:
             return
         connector = node.connector
         for side, linked in ((1, right), (-1, left)):
-            limit = clockwise(me, linked[-1]) if side == 1 and len(linked) >= k else (
-                clockwise(linked[-1], me) if side == -1 and len(linked) >= k else RING)
+            limit = (
+                clockwise(me, linked[-1])
+                if side == 1 and len(linked) >= k
+                else (clockwise(linked[-1], me) if side == -1 and len(linked) >= k else RING)
+            )
             ranked = sorted(
                 (clockwise(me, a) if side == 1 else clockwise(a, me), a)
                 for a in self.known
                 if a not in self.failed
             )
-            wanted = 0
-            for dist, addr in ranked:
+            for wanted, (dist, addr) in enumerate(ranked):
                 if dist >= limit or wanted >= k:
                     break
-                wanted += 1
                 if node.table.get(addr) is None and not connector.busy(addr):
                     connector.connect_address(Address(addr), NEAR, now, hints=self.known[addr][0])
 
@@ -339,7 +340,9 @@ class Maintenance:
         for _ in range(min(missing, FAR_IN_FLIGHT - len(self.far_in_flight))):
             n = max(self.n_estimate(), 2)
             distance = int(RING / n * (n / 2) ** node.rng.random())
-            position = (node.address + distance if node.rng.random() < 0.5 else node.address - distance) % RING
+            position = (
+                node.address + distance if node.rng.random() < 0.5 else node.address - distance
+            ) % RING
             attempt = node.connector.connect_address(Address(position), FAR, now, exact=False)
             if attempt is not None:
                 self.far_in_flight[attempt] = now
@@ -453,5 +456,3 @@ class Maintenance:
         self.traffic[dest] = (start, count)
         if count == self.node.config.shortcut_after_messages and dest not in self.failed:
             self.node.connector.connect_address(dest, SHORTCUT, now)
-
-

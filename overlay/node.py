@@ -236,8 +236,16 @@ class OverlayNode:
         self.counters["tx_control"] += 1
         self.send_plain(link, encode_control(msg), now)
 
-    def send_overlay(self, dest: Address, msg: Any, now: float, *, exact: bool = True,
-                     exclude_src: bool = False, via: Address | None = None) -> None:
+    def send_overlay(
+        self,
+        dest: Address,
+        msg: Any,
+        now: float,
+        *,
+        exact: bool = True,
+        exclude_src: bool = False,
+        via: Address | None = None,
+    ) -> None:
         flags = (FLAG_EXACT if exact else 0) | (FLAG_EXCLUDE_SRC if exclude_src else 0)
         self.route(Routed(flags, Service.OVERLAY, 0, self._address, dest, via, encode_overlay(msg)), now)
 
@@ -427,7 +435,7 @@ class OverlayNode:
         if msg.src == self._address:
             self.emit(Undeliverable(msg.dest, msg.service, reason))
             return
-        if msg.service == Service.OVERLAY or msg.service == Service.TUNNEL:
+        if msg.service in (Service.OVERLAY, Service.TUNNEL):
             return  # no error about errors, and tunnels have their own retransmission
         self.counters["route_errors_sent"] += 1
         self.send_overlay(msg.src, RouteError(msg.dest, msg.service), now)

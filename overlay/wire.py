@@ -164,8 +164,7 @@ def _endpoints(items: tuple[Endpoint, ...]) -> list[list[Any]]:
 
 def _neighbours(items: tuple[Neighbour, ...]) -> list[list[Any]]:
     return [
-        [n.address.to_bytes(ADDRESS_BYTES, "big"), _endpoints(n.candidates)]
-        for n in items[:MAX_NEIGHBOURS]
+        [n.address.to_bytes(ADDRESS_BYTES, "big"), _endpoints(n.candidates)] for n in items[:MAX_NEIGHBOURS]
     ]
 
 
