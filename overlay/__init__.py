@@ -58,12 +58,15 @@ from .linkwire import (
 from .replay import REPLAY_WINDOW, ReplayWindow
 from .sim import (
     BROADCAST,
+    Cluster,
     Counters,
     DatagramCore,
     Drop,
     LatencyModel,
+    Member,
     NatBox,
     Network,
+    RouteSample,
     Scheduler,
     SimHost,
 )
@@ -121,6 +124,9 @@ __all__ = [
     "to_hex",
     "verify_signature",
     "BROADCAST",
+    "Cluster",
+    "Member",
+    "RouteSample",
     "Counters",
     "DatagramCore",
     "Drop",
