@@ -19,6 +19,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
+from .driver import UdpDriver, interface_addresses, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
     Endpoint,
@@ -55,6 +56,7 @@ from .linkwire import (
     SUITE_CHACHA20_POLY1305,
     LinkDecodeError,
 )
+from .node import OverlayNode
 from .replay import REPLAY_WINDOW, ReplayWindow
 from .sim import (
     BROADCAST,
@@ -72,6 +74,11 @@ from .sim import (
 )
 
 __all__ = [
+    "OverlayNode",
+    "UdpDriver",
+    "interface_addresses",
+    "open_udp_socket",
+    "parse_endpoint",
     "ADDRESS_BITS",
     "ADDRESS_BYTES",
     "DATA_OVERHEAD",

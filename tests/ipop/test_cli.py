@@ -218,13 +218,22 @@ async def test_dht_commands_go_through_the_control_socket(
     assert calls[4] == ("dht.delete", {"key": "ns:x", "value": "one"})
 
 
-def test_dht_against_a_node_without_a_dht(plab: Lab, tmp_path: Path) -> None:
+def test_dht_commands_on_the_first_node_of_a_new_overlay(plab: Lab, tmp_path: Path) -> None:
+    """A lone node holds every key itself: put, get, create (twice: the second is refused), delete."""
     config = write_config(tmp_path)
     plab.start("n1", [*IPOP, "up", "-c", str(config)], env=ENV)
     wait_for(lambda: status_json(config), 20, "the node")
-    done = ipop("dht", "get", "k", "-c", str(config))
-    assert done.returncode == 1
-    assert done.stderr.startswith("ipop dht get: unknown command 'dht.get' (commands: commands, status")
+    c = str(config)
+    assert ipop("dht", "put", "colour", "blue", "--ttl", "600", "-c", c).returncode == 0
+    got = ipop("dht", "get", "colour", "-c", c, "--json")
+    assert got.returncode == 0, got.stderr
+    assert [v["value"] for v in json.loads(got.stdout)] == ["blue"]
+    assert ipop("dht", "create", "name", "mine", "--ttl", "600", "-c", c).returncode == 0
+    again = ipop("dht", "create", "name", "mine", "--ttl", "600", "-c", c)
+    assert again.returncode == 0 or "owned" in again.stderr
+    assert ipop("dht", "delete", "colour", "blue", "-c", c).returncode == 0
+    gone = ipop("dht", "get", "colour", "-c", c)
+    assert gone.returncode == 1 and "no value under 'colour'" in gone.stderr
 
 
 def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest.CaptureFixture[str]) -> None:
