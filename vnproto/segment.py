@@ -247,6 +247,15 @@ def segment(vframe: Bytes, max_frame: int = 0, *, partial: bool = False) -> list
     return _cut(mv, lay, gso_type, gso_size, per_piece, partial)
 
 
+def _ip_base(mv: memoryview, l3: int, l4: int) -> int:
+    """The IPv4 header's sum without length, identification and checksum: each piece adds its own
+    length and identification, which spares summing the header once per piece."""
+    fixed = bytearray(mv[l3:l4])
+    fixed[2:6] = bytes(4)
+    fixed[10:12] = bytes(2)
+    return sum16(fixed)
+
+
 def _cut(
     mv: memoryview, lay: Layout, gso_type: int, gso_size: int, per_piece: int, partial: bool
 ) -> list[Bytes]:
@@ -259,8 +268,8 @@ def _cut(
     tcp_flags = mv[l4 + 13] if tcp else 0
     l4_head = data - l4
     csum_at = l4 + (16 if tcp else 6)
-    csum_start = l4 - VNET_HDR_LEN
-    csum_offset = 16 if tcp else 6
+    csum_start, csum_offset = l4 - VNET_HDR_LEN, 16 if tcp else 6
+    ip_base = _ip_base(mv, l3, l4) if v4 else 0
     unit = min(per_piece, gso_size)  # payload per segment: IP identifications count segments, as TSO does
     pieces: list[Bytes] = []
     pos = data
@@ -271,9 +280,10 @@ def _cut(
         out[data:] = mv[pos : pos + n]
         l4_len = l4_head + n
         if v4:
-            _pack_u16(out, l3 + 2, l4 - l3 + l4_len)
-            _pack_u16(out, l3 + 4, (ip_id + (pos - data) // unit) & 0xFFFF)
-            ip_checksum(out, l3)
+            total, ident = l4 - l3 + l4_len, (ip_id + (pos - data) // unit) & 0xFFFF
+            _pack_u16(out, l3 + 2, total)
+            _pack_u16(out, l3 + 4, ident)
+            _pack_u16(out, l3 + 10, _finish(ip_base + total + ident))
         else:
             _pack_u16(out, l3 + 4, l4_len)
         if tcp:
