@@ -14,6 +14,11 @@ pytestmark = pytest.mark.slow
 
 SEED_NODES = 5
 
+STEADY_S = 60.0
+"""Routes are sampled once the overlay is steady: right after a mass join or a crash, links are still
+being opened and closed by the thousand, and a message in flight on a link that closes is lost (the
+overlay is a best-effort datagram service, like the IP it carries)."""
+
 
 def mass_join(seed: int, nodes: int, *, trace: bool = False, window: float = 1.0) -> Cluster:
     """Bootstrap nodes first, then every other node within ``window`` seconds, as ipop simulate does."""
@@ -35,6 +40,7 @@ def thousand() -> Iterator[Cluster]:
     cluster = mass_join(11, 1000)
     converged = cluster.run_until_consistent(120.0)
     assert converged is not None, f"{len(cluster.inconsistent())} nodes out of place after 120 s"
+    cluster.scheduler.run_for(STEADY_S)
     yield cluster
 
 
@@ -56,6 +62,7 @@ def test_a_fifth_of_the_nodes_crash_at_once_and_the_ring_heals(thousand: Cluster
     assert not thousand.ring_consistent()
     healed = thousand.run_until_consistent(180.0)
     assert healed is not None, f"{len(thousand.inconsistent())} nodes out of place 180 s after the crash"
+    thousand.scheduler.run_for(STEADY_S)
     sample = thousand.sample_routes(2000)
     assert sample.failures == 0 and sample.wrong_owner == 0
 
@@ -70,6 +77,7 @@ def test_a_partition_heals_into_one_ring() -> None:
     assert all(len(m.node.table) < len(members) // 2 + 5 for m in members)
     cluster.network.heal()
     assert cluster.run_until_consistent(300.0) is not None
+    cluster.scheduler.run_for(STEADY_S)
     sample = cluster.sample_routes(500)
     assert sample.failures == 0 and sample.wrong_owner == 0
 
