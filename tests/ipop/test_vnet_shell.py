@@ -136,9 +136,7 @@ async def test_udhcpc_dig_and_ping_against_the_shell(netlab: Lab, tmp_path: Path
         bound_times = []
         for _ in range(3):
             started = time.monotonic()
-            log = await run_cmd(
-                netlab, ns, "udhcpc", "-q", "-n", "-f", "-i", "ipop0", "-s", str(script), "-t", "5"
-            )
+            log = await run_cmd(ns, "udhcpc", "-q", "-n", "-f", "-i", "ipop0", "-s", str(script), "-t", "5")
             bound_times.append(time.monotonic() - started)
             assert out.exists(), log
         address = out.read_text().strip()
