@@ -100,6 +100,7 @@ class LocalServices:
         self.lookups: dict[str, list[tuple[Lookup, UdpFrame]]] = {}
         self.forwards: dict[int, UdpFrame] = {}
         self.counters = {"dns_dropped": 0, "dns_forward_failed": 0, "echo_replies": 0, "refused_unjoined": 0}
+        self.deferred: dict[IPv4Address, LeaseBound] = {}
         self.leases_changed = False
         """Set when the lease table changed; the shell saves it and clears the flag."""
 
@@ -146,6 +147,11 @@ class LocalServices:
 
     def _bound(self, bound: LeaseBound, now: float) -> None:
         self.leases_changed = True
+        if not self.may_allocate():
+            # A lease restored (or renewed) before the overlay joined: claimed once it has, so that
+            # the claim is made among the other nodes, not on this node alone.
+            self.deferred[bound.ip] = bound
+            return
         self.claims.claim(bound.ip, bound.client_key, "dhcp", now)
         self.machine_address(bound.ip, now)
         if bound.hostname and bound.hostname != self.node_name:
@@ -154,6 +160,13 @@ class LocalServices:
     def machine_address(self, ip: IPv4Address, now: float) -> None:
         """The machine uses ``ip`` (a lease or a static address held): the node's name points at it."""
         self.names.register(self.node_name, ip, "node", now)
+
+    def joined(self, now: float) -> None:
+        """The overlay joined: claim what was bound meanwhile."""
+        deferred, self.deferred = self.deferred, {}
+        for bound in deferred.values():
+            if any(lease.ip == bound.ip for lease in self.dhcp.leases()):
+                self._bound(bound, now)
 
     def restore(self, records: list[LeaseRecord], now: float) -> None:
         """Leases from the state directory: claimed again, so the machine keeps its address."""

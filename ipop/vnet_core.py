@@ -125,6 +125,8 @@ class VnetCore:
             may_allocate=lambda: self.joined,
         )
         self.joined = c.standalone
+        self._opened = False
+        """Whether membership was announced and deferred leases claimed (once, at the first join)."""
         self._uni = packet_header(KIND_UNICAST, self.tag)
         self._bcast = packet_header(KIND_BROADCAST, self.tag)
         self._mss = mss_for_mtu(c.mtu)
@@ -148,12 +150,14 @@ class VnetCore:
 
     def set_joined(self, joined: bool, now: float) -> None:
         """The overlay's join state changed. Membership and names are written once joined."""
-        if joined == self.joined and (not joined or self.members.announced):
-            return
-        self.joined = joined or self.config.standalone
-        log.info("overlay %s", "joined: the virtual network is open" if self.joined else "not joined")
-        if self.joined:
+        joined = joined or self.config.standalone
+        if joined != self.joined:
+            self.joined = joined
+            log.info("overlay %s", "joined: the virtual network is open" if joined else "no longer joined")
+        if joined and not self._opened:
+            self._opened = True
             self.members.announce(now)
+            self.local.joined(now)
 
     def restore(self, leases: list[LeaseRecord], now: float) -> None:
         self.local.restore(leases, now)

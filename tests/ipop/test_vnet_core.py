@@ -255,8 +255,10 @@ def test_restart_keeps_the_address() -> None:
     leases = a.core.local.export_leases(net.ring.now)
     history = dict(a.core.claims.history)
     a.core = VnetCore(a.core.config, a, history)  # the same identity and state directory
-    a.core.set_joined(True, net.ring.now)
     a.core.restore(leases, net.ring.now)
+    net.run(2)
+    assert a.core.claims.status() == []  # not claimed before the overlay is joined
+    a.core.set_joined(True, net.ring.now)
     net.run(2)
     assert ip.packed in a.core.claims.held
     a.frame(dhcp(MessageType.REQUEST, a.mac, requested=ip))  # INIT-REBOOT
