@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MIN_PACKET = 20
 """An IPv4 header without options."""
+IPOP = int(Service.IPOP)
 
 
 class Receiver:
@@ -65,17 +66,32 @@ class Receiver:
         self.lookup = lookup
         self.counters = counters
         self.broadcasts = frozenset({b"\xff\xff\xff\xff", subnet.broadcast_address.packed})
+        self._routes = mapping.routes
+        self._write = outputs.write_tap
+        self._unicast_prefix = host_mac + remote_mac + IPV4
+        self.rx_packets = 0
+        """Packets written to the machine: a plain integer, because it counts on the data plane."""
 
     def delivered(self, msg: Delivered, now: float) -> None:
         """A message of service IPOP or IPOP_CONTROL for this node."""
+        payload = msg.payload
+        head = payload[:HEADER_LEN]
+        if head == self.unicast_header and msg.service == IPOP and len(payload) >= HEADER_LEN + MIN_PACKET:
+            packet = payload[HEADER_LEN:]
+            if (
+                packet[0] & 0xF0 == 0x40
+                and packet[16:20] in self.held
+                and self._routes.get(packet[12:16]) == msg.src
+            ):
+                self.rx_packets += 1
+                self._write(self._unicast_prefix + packet)
+                return
         if msg.service == Service.IPOP_CONTROL:
             self._control(msg)
             return
-        payload = msg.payload
         if len(payload) < HEADER_LEN + MIN_PACKET:
             self.counters["rx_malformed"] += 1
             return
-        head = payload[:HEADER_LEN]
         if head == self.unicast_header:
             kind = KIND_UNICAST
         elif head == self.broadcast_header:
@@ -106,8 +122,8 @@ class Receiver:
             dst_mac = b"\x01\x00\x5e" + bytes((dst[1] & 0x7F, dst[2], dst[3]))
         else:
             dst_mac = BROADCAST_MAC
-        self.counters["rx_packets"] += 1
-        self.outputs.write_tap(dst_mac + self.remote_mac + IPV4 + packet)
+        self.rx_packets += 1
+        self._write(dst_mac + self.remote_mac + IPV4 + packet)
 
     def _source_held(self, sender: Address, kind: int, packet: bytes, now: float) -> bool:
         """Whether the packet's source is held by ``sender``, when the fast check did not say so.

@@ -130,6 +130,13 @@ class VnetCore:
         self._uni = packet_header(KIND_UNICAST, self.tag)
         self._bcast = packet_header(KIND_BROADCAST, self.tag)
         self._mss = mss_for_mtu(c.mtu)
+        self._max_frame = c.mtu + 14
+        """The longest untagged frame whose IPv4 packet fits the virtual MTU."""
+        self._routes = self.mapping.routes
+        self._held = self.claims.held
+        self._send = outputs.send
+        self.tx_packets = 0
+        """Packets sent to members: a plain integer, because it counts on the data plane."""
         self._server = self.server_ip.packed
         self._broadcasts = frozenset({b"\xff\xff\xff\xff", c.subnet.broadcast_address.packed})
         self._deferred_arp = 0
@@ -170,9 +177,12 @@ class VnetCore:
 
     def tap_frame(self, frame: bytes, now: float) -> None:
         if frame[12:14] == IPV4 and len(frame) >= MIN_FRAME:
-            holder = self.mapping.routes.get(frame[30:34])
-            if holder is not None and frame[26:30] in self.claims.held:
-                self._send_unicast(holder, frame)
+            holder = self._routes.get(frame[30:34])
+            if holder is not None and frame[26:30] in self._held and len(frame) <= self._max_frame:
+                if frame[23] == 6:  # TCP: only SYNs change, and clamp_mss_frame leaves the rest at once
+                    frame = clamp_mss_frame(frame, self._mss)
+                self.tx_packets += 1
+                self._send(holder, Service.IPOP, self._uni + frame[14:])
                 return
             self._ipv4(frame, now)
         elif frame[12:14] == ARP:
@@ -181,13 +191,13 @@ class VnetCore:
             self.counters["tap_other"] += 1
 
     def _send_unicast(self, holder: Address, frame: bytes) -> None:
-        if frame[23] == 6:  # TCP: only SYNs change, and clamp_mss_frame leaves the rest at once
-            frame = clamp_mss_frame(frame, self._mss)
-        if len(frame) - 14 > self.config.mtu:
+        if len(frame) > self._max_frame:
             self._too_big(frame)
             return
-        self.counters["tx_packets"] += 1
-        self.outputs.send(holder, Service.IPOP, self._uni + frame[14:])
+        if frame[23] == 6:
+            frame = clamp_mss_frame(frame, self._mss)
+        self.tx_packets += 1
+        self._send(holder, Service.IPOP, self._uni + frame[14:])
 
     def _too_big(self, frame: bytes) -> None:
         if needs_fragmentation(frame, self.config.mtu):
@@ -395,6 +405,7 @@ class VnetCore:
 
     def status(self, now: float) -> dict[str, Any]:
         local = self.local.status(now)
+        counters = {**self.counters, "tx_packets": self.tx_packets, "rx_packets": self.receiver.rx_packets}
         mappings = [
             {
                 "ip": str(IPv4Address(ip)),
@@ -417,5 +428,5 @@ class VnetCore:
             "mappings": mappings,
             "dhcp": local["dhcp"],
             "dns": local["dns"],
-            "counters": dict(sorted(self.counters.items())),
+            "counters": dict(sorted(counters.items())),
         }

@@ -81,7 +81,7 @@ def test_ping_between_members_through_arp_and_the_overlay() -> None:
     net.run(1)
     ((back, answer, _),) = icmp_in(a.take())
     assert (back.src, answer.type) == (ip_b, IcmpType.ECHO_REPLY)
-    assert a.core.counters["tx_packets"] == 1 and b.core.counters["rx_packets"] == 1
+    assert a.core.tx_packets == 1 and b.core.receiver.rx_packets == 1
 
 
 def test_a_packet_whose_source_the_sender_does_not_hold_is_dropped() -> None:
@@ -132,8 +132,8 @@ def test_static_addresses_first_claim_wins_and_the_other_is_dropped() -> None:
         a.frame(ping_frame(a, static, ip_c))
         b.frame(ping_frame(b, static, ip_c))
         net.run(1)
-    assert a.core.counters["tx_packets"] == 3
-    assert b.core.counters["tx_packets"] == 0 and b.core.counters["conflict_dropped"] >= 3
+    assert a.core.tx_packets == 3
+    assert b.core.tx_packets == 0 and b.core.counters["conflict_dropped"] >= 3
     assert len(icmp_in(c.take())) == 3
     # The winner's name points at the static address.
     net.run(2)
