@@ -3,7 +3,9 @@
 Every node of a namespace *puts* one value under ``bcast:<ns>`` (the DHT keeps one value per owner and
 refreshes it while the node lives), and reads the whole list back every :data:`REFRESH_S` seconds. The
 owner of each value is the member: its overlay address is the hash of the key that signed the value,
-so a node can add only itself. States:
+so a node can add only itself. A member that has just joined reads the list at once and says hello to
+everyone on it (:class:`ipop.vnwire.Hello`), so it receives their broadcasts without waiting for their
+next read. States:
 
     idle --announce--> announcing --Stored--> announced (list read at once, then every REFRESH_S)
     announcing --failed--> idle, tried again after RETRY_S
@@ -12,6 +14,7 @@ so a node can add only itself. States:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from dht import OpResult, Stored, Values
@@ -32,10 +35,15 @@ RETRY_S = 5.0
 
 
 class Members:
-    def __init__(self, namespace: str, address: Address, dht: DhtOps) -> None:
+    def __init__(
+        self, namespace: str, address: Address, dht: DhtOps, hello: Callable[[Address], None]
+    ) -> None:
+        """``hello(member)`` tells another member that this node joined (after the first read)."""
         self.key = members_key(namespace)
         self.address = address
         self.dht = dht
+        self.hello = hello
+        self.greeted = False
         self.announced = False
         self.announcing = False
         self.reading = False
@@ -80,6 +88,16 @@ class Members:
         self.addresses = tuple(sorted(found))
         self.read_at = now
         self.next_at = now + REFRESH_S
+        if not self.greeted:
+            self.greeted = True
+            for member in self.addresses:
+                self.hello(member)
+
+    def greeted_by(self, address: Address) -> None:
+        """A new member said hello: it receives broadcasts from now on (the next read confirms it)."""
+        if address != self.address and address not in self.addresses:
+            self.addresses = tuple(sorted((*self.addresses, address)))
+            log.info("%d other members in the namespace", len(self.addresses))
 
     def others(self, now: float) -> tuple[Address, ...]:
         """The other members, as last read."""

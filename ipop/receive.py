@@ -28,7 +28,7 @@ from overlay import Address, Delivered, Service, short
 from .mapping import Entry, MappingCache
 from .vnconfig import BROADCAST_MAC, IPV4, RELOOKUP_S, InPacket, Waiting
 from .vnevents import Outputs
-from .vnwire import HEADER_LEN, KIND_BROADCAST, KIND_UNICAST, NoMapping, WireError, decode_control
+from .vnwire import HEADER_LEN, KIND_BROADCAST, KIND_UNICAST, Hello, NoMapping, WireError, decode_control
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,13 @@ class Receiver:
         mapping: MappingCache[Waiting],
         outputs: Outputs,
         lookup: Callable[[bytes, float], None],
+        greeted: Callable[[Address], None],
         counters: Counter[str],
     ) -> None:
         """``headers``: the unicast and broadcast packet headers of our namespace. ``held``: the raw
         addresses this node holds (shared with the claims, which keep it current). ``lookup(ip, now)``
-        starts a DHT get whose answer the core gives to the mapping cache."""
+        starts a DHT get whose answer the core gives to the mapping cache. ``greeted(node)``: a new member
+        said hello."""
         self.subnet = subnet
         self.tag = tag
         self.unicast_header, self.broadcast_header = headers
@@ -64,6 +66,7 @@ class Receiver:
         self.mapping = mapping
         self.outputs = outputs
         self.lookup = lookup
+        self.greeted = greeted
         self.counters = counters
         self.broadcasts = frozenset({b"\xff\xff\xff\xff", subnet.broadcast_address.packed})
         self._routes = mapping.routes
@@ -157,6 +160,9 @@ class Receiver:
         except WireError as exc:
             self.counters["rx_control_malformed"] += 1
             log.debug("dropping a control message from %s: %s", short(msg.src), exc)
+            return
+        if isinstance(message, Hello):
+            self.greeted(msg.src)
             return
         raw = message.ip.packed
         entry = self.mapping.entries.get(raw)

@@ -77,6 +77,7 @@ from .vnwire import (
     KIND_BROADCAST,
     KIND_UNICAST,
     AddressClaim,
+    Hello,
     WireError,
     address_key,
     namespace_tag,
@@ -101,7 +102,10 @@ class VnetCore:
         ttl = max(60, min(c.lease_seconds, 86_400))
         self.claims = Claims(c.namespace, c.subnet, frozenset({self.server_ip}), ttl, self.dht, history)
         self.names = Names(c.namespace, ttl, self.dht)
-        self.members = Members(c.namespace, c.address, self.dht)
+        hello = Hello().encode(self.tag)
+        self.members = Members(
+            c.namespace, c.address, self.dht, lambda member: outputs.send(member, Service.IPOP_CONTROL, hello)
+        )
         self.mapping: MappingCache[Waiting] = MappingCache(
             POSITIVE_TTL_S, NEGATIVE_TTL_S, MAX_WAITING, MAX_MAPPINGS
         )
@@ -150,6 +154,7 @@ class VnetCore:
             mapping=self.mapping,
             outputs=outputs,
             lookup=self._lookup,
+            greeted=self.members.greeted_by,
             counters=self.counters,
         )
 

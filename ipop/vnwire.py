@@ -48,6 +48,9 @@ DUID) is under 40; longer ones are refused rather than stored in every replica."
 
 CONTROL_NO_MAPPING = "nomap"
 """"I do not hold this address": the sender's mapping is stale and must be looked up again."""
+CONTROL_HELLO = "hello"
+""""I am a new member": receivers add the sender to the namespace's broadcast group at once, instead
+of at their next read of the member list."""
 
 
 class WireError(Exception):
@@ -146,7 +149,15 @@ class NoMapping:
         return _pack([VERSION, CONTROL_NO_MAPPING, tag, self.ip.packed])
 
 
-ControlMessage = NoMapping
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Sent by a new member to every member it found, once it announced itself."""
+
+    def encode(self, tag: bytes) -> bytes:
+        return _pack([VERSION, CONTROL_HELLO, tag])
+
+
+ControlMessage = NoMapping | Hello
 
 
 def decode_control(data: bytes, tag: bytes) -> ControlMessage:
@@ -158,6 +169,8 @@ def decode_control(data: bytes, tag: bytes) -> ControlMessage:
         raise WireError("control message of another namespace")
     if items[1] == CONTROL_NO_MAPPING and len(items) == 4:
         return NoMapping(_ip(items[3]))
+    if items[1] == CONTROL_HELLO and len(items) == 3:
+        return Hello()
     raise WireError(f"unknown control message {items[1]!r}")
 
 

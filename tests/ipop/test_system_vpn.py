@@ -113,7 +113,7 @@ def test_iperf3_completes(cluster: Cluster) -> None:
     m1, m2 = cluster.nodes["m1"], cluster.nodes["m2"]
     ip2 = m2.address()
     assert ip2 is not None
-    server = cluster.lab.start("iperf3-server", ["iperf3", "-s", "-1", "-B", ip2], ns=m2.ns)
+    server = cluster.lab.start("iperf3-server", ["iperf3", "-s", "-1", "--forceflush", "-B", ip2], ns=m2.ns)
     wait_for(lambda: "listening" in server.stdout().lower() or not server.alive(), 10, "iperf3 -s")
     proc = m1.sh("iperf3", "-c", ip2, "-t", "3", "-J", check=False, timeout=30)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
@@ -184,7 +184,7 @@ def test_a_restarted_node_gives_the_machine_its_address_back(cluster: Cluster) -
     m1.wait_joined()
     m1.dhclient("alpha")
     assert m1.wait_address() == before
-    wait_for(lambda: ping(m2, "alpha.ipop"), 20, "m2 to reach the restarted m1 by name")
+    wait_for(lambda: ping(m2, "alpha.ipop"), 45, "m2 to reach the restarted m1 by name")
 
 
 def test_a_node_stopped_for_good_frees_its_address_after_the_lease(cluster: Cluster) -> None:

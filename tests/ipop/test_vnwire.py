@@ -18,6 +18,7 @@ from ipop.vnwire import (
     MAX_CLIENT_KEY,
     MEMBER_VALUE,
     AddressClaim,
+    Hello,
     NameRecord,
     NoMapping,
     WireError,
@@ -46,6 +47,7 @@ def test_address_claims_round_trip(client: bytes) -> None:
 def test_name_records_and_control_messages_round_trip(ip: IPv4Address) -> None:
     assert NameRecord.decode(NameRecord(ip).encode()) == NameRecord(ip)
     assert decode_control(NoMapping(ip).encode(TAG), TAG) == NoMapping(ip)
+    assert decode_control(Hello().encode(TAG), TAG) == Hello()
 
 
 def test_keys_headers_and_tags() -> None:
@@ -83,6 +85,7 @@ VALID = (
     AddressClaim(b"").encode(),
     NameRecord(IPv4Address("10.250.3.4")).encode(),
     NoMapping(IPv4Address("10.250.3.4")).encode(TAG),
+    Hello().encode(TAG),
 )
 
 
