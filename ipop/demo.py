@@ -229,9 +229,9 @@ class Demo:
         columns = list(rows[0])
         widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
         print()
-        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         for row in rows:
-            print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths, strict=True)))
+            print("  ".join(row[c].ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         print()
         return ok
 
