@@ -21,7 +21,6 @@ terminal on stderr, or None) and prints its result.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import math
@@ -38,6 +37,7 @@ from .control import ControlError, request
 from .logs import configure_logging, node_prefix
 from .render import format_value, render_mapping, render_status
 from .runtime import run_node
+from .simulate import run_simulation
 from .state import StateDir, StateError
 from .tap import TapError
 
@@ -244,18 +244,9 @@ def _progress_writer() -> Callable[[str], None] | None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     configure_logging("warning")
-    try:
-        module = importlib.import_module("ipop.simulate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "ipop.simulate":
-            raise
-        return fail("simulate", "the simulator is not part of this build yet (no module ipop.simulate)")
-    run = getattr(module, "run_simulation", None)
-    if run is None:
-        return fail("simulate", "ipop.simulate has no run_simulation(); the simulator is not wired in yet")
     progress = _progress_writer()
     try:
-        result = run(
+        result = run_simulation(
             nodes=args.nodes,
             seed=args.seed,
             dht=args.dht,

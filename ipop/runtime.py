@@ -36,6 +36,7 @@ from .config import IpopConfig
 from .configfile import resolve_bootstrap
 from .control import ControlServer
 from .logs import node_prefix
+from .overlayport import OverlayPort
 from .state import StateDir
 from .tap import TapPort
 
@@ -81,13 +82,17 @@ class NodeContext:
     """Bootstrap entries whose names did not resolve at start; the overlay driver may retry them with
     ``ipop.configfile.resolve_bootstrap``."""
     components: list[Component] = field(default_factory=list)
+    overlay: OverlayPort | None = None
+    """The node's overlay and DHT (an ``OverlayService`` for the other components), once built."""
 
 
 async def build_components(ctx: NodeContext) -> list[Component]:
     """The node's parts, in start order. This is where the overlay driver, the DHT and the TAP frame
     handler are added (the overlay's UDP driver binds ``ctx.config.node.listen`` and takes
     ``ctx.bootstrap``; control commands are registered on ``ctx.control``)."""
-    components: list[Component] = []
+    overlay = OverlayPort(ctx)
+    ctx.overlay = overlay
+    components: list[Component] = [overlay]
     network = ctx.config.network
     if network is not None:
         mtu = network.mtu if network.mtu is not None else FALLBACK_MTU

@@ -19,6 +19,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
+from .driver import UdpDriver, interface_addresses, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
     Endpoint,
@@ -55,20 +56,29 @@ from .linkwire import (
     SUITE_CHACHA20_POLY1305,
     LinkDecodeError,
 )
+from .node import OverlayNode
 from .replay import REPLAY_WINDOW, ReplayWindow
 from .sim import (
     BROADCAST,
+    Cluster,
     Counters,
     DatagramCore,
     Drop,
     LatencyModel,
+    Member,
     NatBox,
     Network,
+    RouteSample,
     Scheduler,
     SimHost,
 )
 
 __all__ = [
+    "OverlayNode",
+    "UdpDriver",
+    "interface_addresses",
+    "open_udp_socket",
+    "parse_endpoint",
     "ADDRESS_BITS",
     "ADDRESS_BYTES",
     "DATA_OVERHEAD",
@@ -121,6 +131,9 @@ __all__ = [
     "to_hex",
     "verify_signature",
     "BROADCAST",
+    "Cluster",
+    "Member",
+    "RouteSample",
     "Counters",
     "DatagramCore",
     "Drop",

@@ -25,16 +25,15 @@ whose INIT may be sent to several places. Its states and transitions, in one pla
 
 from __future__ import annotations
 
-import hmac
 import logging
-import struct
 from collections import Counter
 from dataclasses import dataclass
-from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 from .address import Address, short
 from .events import Endpoint
+from .punchback import PREPUNCH_TTL, PUNCH_INTERVAL_S, PunchBacks
+from .reflexive import Reflexive
 from .table import LEAF, Link
 from .wire import Connect, ConnectReply, Hello, Neighbour
 
@@ -44,26 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKET_PUNCH = 5
-PACKET_BEACON = 6
-_PUNCH = struct.Struct("!BBQ20s")
-PUNCH_BYTES = _PUNCH.size + 16
-
-PUNCH_INTERVAL_S = 0.2
-"""Probe pacing while punching: ICE paces checks at 50 ms; four times that keeps a 3 s punch to 15
-rounds per candidate while still retrying often enough for 20 % loss."""
-
-PREPUNCH_TTL = 2
-"""Enough to leave the host and its own NAT router, too little to reach a NAT across the core."""
-
 RETRANSMIT_S = 1.0
 """First retransmission of a handshake or connect-to-me message; doubles each time (TCP's initial RTO)."""
-
-MAX_RESPONDER_PUNCHES = 64
-"""Concurrent punch-backs this node performs for others; bounds what connect requests can make it send."""
-
-MAX_REFLEXIVE = 4
-"""Reflexive endpoints remembered (peers may see us at different ones behind an address-dependent NAT)."""
 
 HANDSHAKE, CONNECT, PUNCH, TUNNEL, CONFIRM = "handshake", "connect", "punch", "tunnel", "confirm"
 
@@ -121,18 +102,6 @@ class Attempt:
         self.reply_via: Address | None = None
 
 
-class PunchBack:
-    """The receiving side of a connect-to-me: probes towards the requester's candidates."""
-
-    __slots__ = ("peer", "targets", "token", "until")
-
-    def __init__(self, peer: Address, token: int, targets: tuple[Endpoint, ...], until: float) -> None:
-        self.peer = peer
-        self.token = token
-        self.targets = targets
-        self.until = until
-
-
 class Connector:
     def __init__(self, node: OverlayNode) -> None:
         self.node = node
@@ -140,10 +109,9 @@ class Connector:
         self.by_peer: dict[int, Attempt] = {}
         self.by_handshake: dict[int, Attempt] = {}
         self.by_token: dict[int, Attempt] = {}
-        self.punchbacks: dict[int, PunchBack] = {}
-        self.reflexive: list[tuple[Endpoint, Address]] = []
+        self.punch = PunchBacks(node)
+        self.reflexive = Reflexive(node.local_endpoints)
         self._next_id = 0
-        self._punch_timer = False
         self.outcomes: Counter[str] = Counter()
 
     # -- starting attempts ------------------------------------------------------------------------------
@@ -350,9 +318,12 @@ class Connector:
             node.table.add(link)
         link.sessions.append(session)
         if len(link.sessions) > 3:
-            node.security.close_session(link.sessions.pop(0))  # type: ignore[arg-type]
+            node.security.close_session(link.sessions.pop(0))
         self._set_path(link, path)
         if attempt is not None:
+            # The peer's punch probe often beats its ConnectReply (one hop against a routed path):
+            # a session is an answer too.
+            node.maintenance.connect_answered(attempt.id, now)
             if attempt.peer is None:  # a far link or a bootstrap: now we know who answered
                 attempt.peer = peer
             node.maintenance.add_role(link, attempt.role, now, announce=False)
@@ -370,12 +341,21 @@ class Connector:
             # handshake of its own): our attempt has nothing left to do.
             node.maintenance.add_role(link, pending.role, now, announce=False)
             self._finish(pending)
-        self.punchbacks.pop(peer, None)
+        self.punch.stop(peer)
         self._send_hello(link, now)
         if new:
             node.link_up(link)
             node.maintenance.link_established(link, attempt.role if attempt else 0, now)
         node.maintenance.ring_changed(now)
+
+    def on_handshake_failed(self, index: int, answered_by: Address, now: float) -> None:
+        """Our INIT reached an authentic node other than the one we meant (the peer moved, or its
+        endpoint now belongs to someone else): this attempt is over; the node that answered is known."""
+        attempt = self.by_handshake.get(index)
+        if attempt is None:
+            return
+        self.outcomes["peer_mismatch"] += 1
+        self._fail(attempt, f"answered by {short(answered_by)}", now)
 
     def _send_hello(self, link: Link, now: float) -> None:
         self.node.send_control(link, Hello(link.my_roles, self.candidates(), link.endpoint), now)
@@ -424,32 +404,8 @@ class Connector:
         node.maintenance.learn((Neighbour(src, msg.candidates),), now)
         reply = ConnectReply(msg.token, self.candidates(), node.maintenance.neighbour_list())
         node.send_overlay(src, reply, now, via=msg.reply_via)
-        if len(self.punchbacks) >= MAX_RESPONDER_PUNCHES or not msg.candidates:
-            return
-        punch = PunchBack(src, msg.token, msg.candidates, now + node.config.punch_timeout_s)
-        self.punchbacks[src] = punch
-        packet = self._punch_packet(msg.token)
-        for endpoint in punch.targets:
-            node.transmit(packet, endpoint, now, ttl=PREPUNCH_TTL)
-        for endpoint in punch.targets:
-            node.transmit(packet, endpoint, now)
-        if not self._punch_timer:
-            self._punch_timer = True
-            node.set_timer(now + PUNCH_INTERVAL_S, "punchback", None)
-
-    def punch_round(self, now: float) -> None:
-        """One round of punch-back probes, re-armed while any remain."""
-        self._punch_timer = False
-        for peer, punch in list(self.punchbacks.items()):
-            if now >= punch.until or self.node.table.get(peer) is not None:
-                del self.punchbacks[peer]
-                continue
-            packet = self._punch_packet(punch.token)
-            for endpoint in punch.targets:
-                self.node.transmit(packet, endpoint, now)
-        if self.punchbacks:
-            self._punch_timer = True
-            self.node.set_timer(now + PUNCH_INTERVAL_S, "punchback", None)
+        if msg.candidates:
+            self.punch.start(src, msg.token, msg.candidates, now)
 
     def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
         node = self.node
@@ -482,59 +438,34 @@ class Connector:
 
     # -- probes and foreign datagrams ---------------------------------------------------------------
 
-    def _mac(self, data: bytes) -> bytes:
-        return hmac.new(self.node.security.netkey, data, sha256).digest()[:16]
-
-    def _punch_packet(self, token: int) -> bytes:
-        body = _PUNCH.pack(0xA1, PACKET_PUNCH, token, self.node.address.to_bytes(20, "big"))
-        return body + self._mac(body)
-
     def on_probe(self, data: bytes, path: Path, now: float) -> None:
-        node = self.node
-        if len(data) != PUNCH_BYTES or data[1] != PACKET_PUNCH or isinstance(path, TunnelPath):
-            node.counters["rx_dropped_unknown_type"] += 1
+        """A punch probe from the peer of a connect-to-me: where it came from is where the peer can
+        be reached (a peer-reflexive candidate), so the handshake goes there at once."""
+        if isinstance(path, TunnelPath):
+            self.node.counters["rx_dropped_tunnelled_probe"] += 1
             return
-        body = data[: _PUNCH.size]
-        if not hmac.compare_digest(self._mac(body), data[_PUNCH.size :]):
-            node.counters["rx_dropped_bad_mac"] += 1
-            return
-        _, _, token, sender = _PUNCH.unpack(body)
-        attempt = self.by_token.get(token)
+        token = self.punch.receive(data, path, now)
+        attempt = self.by_token.get(token) if token is not None else None
         if attempt is None or attempt.state not in (CONNECT, PUNCH):
             return
-        if attempt.peer is not None and attempt.peer != int.from_bytes(sender, "big"):
-            return
-        if path not in attempt.targets:  # a peer-reflexive candidate: where the peer really is
+        if path not in attempt.targets:
             attempt.targets.append(path)
             self.outcomes["prflx_learned"] += 1
-            node.transmit(self._handshake(attempt, now).packet, path, now)
+            self.node.transmit(self._handshake(attempt, now).packet, path, now)
 
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
         self.node.counters["rx_dropped_foreign"] += 1
 
-    # -- reflexive addresses ------------------------------------------------------------------------
+    # -- where this node can be reached ---------------------------------------------------------------
 
     def observed(self, link: Link, endpoint: Endpoint | None, now: float) -> None:
-        """A peer told us where it sees us: that is our reflexive endpoint (no STUN server needed)."""
-        if endpoint is None or endpoint in self.node.local_endpoints:
-            return
-        entry = (endpoint, link.peer)
-        if entry in self.reflexive:
-            return
-        self.reflexive = [e for e in self.reflexive if e[1] != link.peer][-(MAX_REFLEXIVE - 1) :]
-        self.reflexive.append(entry)
+        self.reflexive.observed(link.peer, endpoint)
 
     def candidates(self) -> tuple[Endpoint, ...]:
-        """Where peers may reach us: our own socket's addresses, then what peers see."""
-        seen: list[Endpoint] = [ep for ep in self.node.local_endpoints if ep[0] not in ("0.0.0.0", "::")]
-        for endpoint, _ in reversed(self.reflexive):
-            if endpoint not in seen:
-                seen.append(endpoint)
-        return tuple(seen[:8])
+        return self.reflexive.candidates()
 
     def nat_status(self) -> dict[str, Any]:
-        public = sorted({f"{h}:{p}" for (h, p), _ in self.reflexive})
-        return {"reflexive": public, "outcomes": dict(sorted(self.outcomes.items()))}
+        return {**self.reflexive.status(), "outcomes": dict(sorted(self.outcomes.items()))}
 
     def leaf_links(self) -> list[Link]:
         return [link for link in self.node.table if link.my_roles & LEAF]

@@ -27,6 +27,9 @@ class Service(IntEnum):
 
     OVERLAY = 0
     TUNNEL = 1
+    ECHO = 2
+    """Measurement traffic (the simulator's routing samples): delivered like any message, but it never
+    counts towards traffic-driven shortcuts, so measuring routes does not change them."""
     DHT = 16
     IPOP = 17
     IPOP_CONTROL = 18

@@ -49,8 +49,9 @@ ANNOUNCE_S = 60.0
 ROLELESS_GRACE_S = 10.0
 """A link neither end has a role for is closed after this; time for the peer's hello to arrive."""
 
-KNOWN_MAX = 48
-"""Nodes remembered from neighbour lists but not linked; the closest are kept."""
+KNOWN_MAX = 24
+"""Nodes remembered from neighbour lists but not linked; the closest are kept. Only those that belong
+among the near peers are ever used, so a few times ``near_per_side`` on each side is plenty."""
 
 KNOWN_TTL_S = 120.0
 """Known nodes not heard of for this long are forgotten."""
@@ -78,6 +79,10 @@ STABILISE_S = 300.0
 """Even with nothing lost, probe both sides of the ring this often: a safety net for any inconsistency
 that neighbour lists did not reveal (it costs two routed messages per node per five minutes)."""
 
+SUPERSEDED_QUIET_S = 15.0
+"""A session that is not the preferred one of its link is closed after this long without traffic either
+way: longer than a keepalive round trip with retries, so the peer has switched to the preferred one."""
+
 LEAF_HOLD_S = 30.0
 """A leaf link (joining, or a lost peer found again) keeps its role this long after joining."""
 
@@ -94,6 +99,8 @@ class Maintenance:
         self.bootstrap_backoff = node.config.bootstrap_retry_s
         self.next_bootstrap = now
         self.bootstrap_attempts: set[int] = set()
+        self.bootstrap_queue: list[Endpoint] = []
+        self.bootstrap_rounds = 0
         self.last_announce = -math.inf
         self.announced: tuple[Address, ...] = ()
         self.neighbours: tuple[tuple[Address, ...], tuple[Address, ...]] = ((), ())
@@ -136,6 +143,7 @@ class Maintenance:
         node = self.node
         node.set_timer(now + TICK_S * (0.9 + 0.2 * node.rng.random()), "tick", None)
         node.security.expire(now)
+        node.expire_lingering(now)
         if len(node.table) == 0 and node.config.bootstrap:
             self._bootstrap(now)
         self._expire_hearsay(now)
@@ -150,20 +158,30 @@ class Maintenance:
         self._probe_lost(now)
 
     def _bootstrap(self, now: float) -> None:
+        """Contact the bootstrap peers one at a time, in random order (so that a thousand nodes
+        starting together spread over them), each until its handshake times out; when every one has
+        failed, wait with exponential backoff and start over."""
+        node = self.node
         if self.state == JOINED:
             self._set_state(ISOLATED, "lost every link; contacting bootstrap peers")
-        self.bootstrap_attempts &= set(self.node.connector.attempts)
+        self.bootstrap_attempts &= set(node.connector.attempts)
         if self.bootstrap_attempts or now < self.next_bootstrap:
             return
-        if self.state in (BOOTSTRAPPING, ISOLATED) and self.next_bootstrap > self.node.started:
-            self._set_state(
-                self.state,
-                f"no bootstrap peer answered; retrying every {self.bootstrap_backoff:.0f} s",
-            )
-        for endpoint in self.node.config.bootstrap:
-            self.bootstrap_attempts.add(self.node.connector.connect_endpoint(endpoint, LEAF, now))
-        self.next_bootstrap = now + self.bootstrap_backoff + self.node.config.handshake_timeout_s
-        self.bootstrap_backoff = min(self.bootstrap_backoff * 2, self.node.config.bootstrap_retry_max_s)
+        if not self.bootstrap_queue:
+            if self.bootstrap_rounds:
+                self._set_state(
+                    self.state,
+                    f"no bootstrap peer answered; retrying in {self.bootstrap_backoff:.0f} s",
+                )
+                self.next_bootstrap = now + self.bootstrap_backoff
+                self.bootstrap_backoff = min(self.bootstrap_backoff * 2, node.config.bootstrap_retry_max_s)
+                self.bootstrap_rounds = 0
+                return
+            self.bootstrap_queue = list(node.config.bootstrap)
+            node.rng.shuffle(self.bootstrap_queue)
+        self.bootstrap_rounds += 1
+        endpoint = self.bootstrap_queue.pop()
+        self.bootstrap_attempts.add(node.connector.connect_endpoint(endpoint, LEAF, now))
 
     def _expire_hearsay(self, now: float) -> None:
         self.known = {a: v for a, v in self.known.items() if now - v[1] < KNOWN_TTL_S}
@@ -208,6 +226,8 @@ class Maintenance:
         if len(self.node.table) == 0:
             return
         if self.state in (BOOTSTRAPPING, ISOLATED):
+            self.bootstrap_backoff = self.node.config.bootstrap_retry_s
+            self.bootstrap_queue, self.bootstrap_rounds = [], 0
             self._set_state(JOINING, "linked; looking for ring neighbours")
             self.join_answered = False
             self._join_probe(now)
@@ -301,9 +321,11 @@ class Maintenance:
             return
         self.announced, self.last_announce = current, now
         message = Neighbours(entries)
-        for addr in set(current):
-            link = node.table.get(addr)
-            if link is not None and link.sessions:
+        for link in node.table:
+            # Our near peers, and every peer that counts us among its near peers: a node whose view
+            # of the ring is stale (it still thinks we are its neighbour) learns from us who is
+            # closer to it - Chord's stabilisation, by push.
+            if (link.my_roles | link.peer_roles) & NEAR and link.sessions:
                 node.send_control(link, message, now)
 
     def learn(self, entries: tuple[Neighbour, ...], now: float) -> None:
@@ -364,16 +386,30 @@ class Maintenance:
                     link.unused_since = now
                 elif now - link.unused_since >= ROLELESS_GRACE_S:
                     node.send_control(link, Close("unused"), now)
-                    node.drop_link(link, "unused", now)
+                    node.drop_link(link, "unused", now, linger=True)
             else:
                 link.unused_since = None
             if link.sessions:
-                session = link.sessions[-1]
-                if now - session.created_at > node.config.rekey_s and session.initiator:  # type: ignore[attr-defined]
-                    node.connector.rekey(link, now)
-                for session in link.sessions:
-                    if now - session.last_sent > TICK_S and now - session.last_received > TICK_S:  # type: ignore[attr-defined]
-                        session.drop_cipher_contexts()  # type: ignore[attr-defined]
+                self._tend_sessions(link, now)
+
+    def _tend_sessions(self, link: Link, now: float) -> None:
+        """Rekey when the newest session is old; close sessions the preferred one superseded once
+        they have been quiet a while (the peer may still use one until it, too, has seen the new
+        one); free idle sessions' cipher contexts."""
+        node = self.node
+        newest = max(link.sessions, key=lambda s: s.created_at)
+        if now - newest.created_at > node.config.rekey_s and newest.initiator:
+            node.connector.rekey(link, now)
+        preferred = node.sending_session(link)
+        for session in list(link.sessions):
+            quiet = min(now - session.last_sent, now - session.last_received)
+            superseded = session is not preferred and preferred is not None and preferred.confirmed
+            if superseded and quiet > SUPERSEDED_QUIET_S:
+                link.sessions.remove(session)
+                node.security.close_session(session)
+                continue
+            if quiet > TICK_S:
+                session.drop_cipher_contexts()
 
     def _probe_lost(self, now: float) -> None:
         if now < self.next_lost_probe or not self.lost:
@@ -399,9 +435,12 @@ class Maintenance:
             if link.sessions:
                 self.node.send_control(link, Roles(link.my_roles), now)
 
-    def roles_changed(self, link: Link, now: float) -> None:
+    def roles_changed(self, link: Link, old_peer_roles: int, now: float) -> None:
         if link.peer_roles or link.my_roles:
             link.unused_since = None
+        if link.peer_roles & NEAR and not old_peer_roles & NEAR and not link.my_roles & NEAR:
+            # The peer thinks we are its ring neighbour but we know closer nodes: tell it about them.
+            self.node.send_control(link, Neighbours(self.neighbour_list()), now)
 
     # -- liveness ------------------------------------------------------------------------------------
 
@@ -414,7 +453,9 @@ class Maintenance:
         idle = now - link.last_rx
         if idle < config.keepalive_s:
             link.probe_tries = 0
-            self._arm(link, link.last_rx + config.keepalive_s * (0.9 + 0.1 * node.rng.random()))
+            # Due when the link has been quiet for keepalive_s (strictly later than now, as idle < it);
+            # a little jitter keeps the two ends from pinging each other in the same instant.
+            self._arm(link, link.last_rx + config.keepalive_s * (1.0 + 0.05 * node.rng.random()))
             return
         if link.probe_tries >= config.probe_retries:
             self._lost(link, now)
@@ -448,6 +489,8 @@ class Maintenance:
         if peer is not None:
             self.failed[peer] = now
             self.known.pop(peer, None)
+        if len(self.node.table) == 0 and self.node.config.bootstrap:
+            self._bootstrap(now)  # the next bootstrap peer at once, not at the next tick
 
     def count_traffic(self, dest: Address, now: float) -> None:
         """Traffic-driven shortcuts: enough messages to one destination open a direct link to it."""

@@ -45,6 +45,7 @@ from .linksec import (
     PACKET_DATA,
     Dropped,
     Established,
+    HandshakeFailed,
     LinkSecurity,
     Plaintext,
     Reply,
@@ -81,8 +82,41 @@ log = logging.getLogger(__name__)
 Path = Endpoint | TunnelPath
 """Where a datagram came from or goes to: an underlay endpoint, or a tunnel through the overlay."""
 
+LINGER_S = 5.0
+"""How long the sessions of a link this node closed still accept messages (several round trips: the
+peer stops using the link when our Close arrives)."""
+
 MAX_EVENTS = 65536
 """Events not drained by the application are dropped (and counted) beyond this, bounding memory."""
+
+
+SESSION_EPOCH_S = 10.0
+"""Sessions of one link created less than this apart belong to one epoch: a simultaneous open (both
+ends initiated at once, a round trip apart); a rekey comes ``rekey_s`` later and starts a new epoch."""
+
+
+def preferred_session(sessions: list[Session], me: Address) -> Session | None:
+    """The newest epoch's confirmed session whose initiator has the higher address. Both ends of a link
+    compute the same answer without talking (each sees the same sessions, at times that differ by
+    about a round trip), so after a simultaneous open they seal with the same session and the other
+    one falls idle and is closed."""
+    best: Session | None = None
+    best_key: tuple[int, bool] = (-1, False)
+    epoch = 0
+    previous: float | None = None
+    for session in sorted(sessions, key=lambda s: s.created_at):
+        if previous is not None and session.created_at - previous > SESSION_EPOCH_S:
+            epoch += 1
+        previous = session.created_at
+        if not session.confirmed:
+            continue
+        higher = (me > session.peer_address) == session.initiator
+        key = (epoch, higher)
+        if key >= best_key:
+            best, best_key = session, key
+    if best is None:
+        return sessions[-1] if sessions else None
+    return best
 
 
 class OverlayNode:
@@ -97,6 +131,7 @@ class OverlayNode:
         *,
         local_endpoints: tuple[Endpoint, ...] = (),
         suite: int = 1,
+        cache_cipher_contexts: bool = False,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -112,6 +147,7 @@ class OverlayNode:
             suite=suite,
             handshakes_per_second=config.handshakes_per_second,
             handshake_timeout_s=config.handshake_timeout_s,
+            cache_cipher_contexts=cache_cipher_contexts,
         )
         self.table = ConnectionTable(self._address)
         self.local_endpoints = local_endpoints
@@ -120,6 +156,7 @@ class OverlayNode:
         self._events: deque[OverlayEvent] = deque()
         self._timers: list[tuple[float, int, str, Any]] = []
         self._timer_seq = 0
+        self._lingering: dict[int, tuple[Session, float]] = {}
         self.connector = Connector(self)
         self.maintenance = Maintenance(self, now)
 
@@ -153,7 +190,7 @@ class OverlayNode:
             elif kind == "tick":
                 self.maintenance.tick(now)
             elif kind == "punchback":
-                self.connector.punch_round(now)
+                self.connector.punch.round(now)
             elif kind == "repair":
                 self.maintenance.repair(now)
 
@@ -166,6 +203,9 @@ class OverlayNode:
             self.send_control(link, Close("leaving"), now)
         for link in list(self.table):
             self.drop_link(link, "closed by this node", now, notify=False)
+        for session, _ in self._lingering.values():
+            self.security.close_session(session)
+        self._lingering.clear()
 
     # -- what applications call ---------------------------------------------------------------------
 
@@ -220,7 +260,7 @@ class OverlayNode:
 
     def send_plain(self, link: Link, plaintext: bytes, now: float) -> None:
         """Seal ``plaintext`` in the link's newest usable session and send it."""
-        session = self._sending_session(link)
+        session = self.sending_session(link)
         if session is None:
             self.counters["tx_no_session"] += 1
             return
@@ -249,19 +289,27 @@ class OverlayNode:
         flags = (FLAG_EXACT if exact else 0) | (FLAG_EXCLUDE_SRC if exclude_src else 0)
         self.route(Routed(flags, Service.OVERLAY, 0, self._address, dest, via, encode_overlay(msg)), now)
 
-    @staticmethod
-    def _sending_session(link: Link) -> Session | None:
-        sessions: list[Session] = link.sessions  # type: ignore[assignment]
-        for session in reversed(sessions):
-            if session.confirmed:
-                return session
-        return sessions[-1] if sessions else None
+    def sending_session(self, link: Link) -> Session | None:
+        """The session to seal with: both ends must come to choose the same one, so that the others
+        fall idle and can be closed (see ``preferred_session``)."""
+        sessions: list[Session] = link.sessions
+        if len(sessions) == 1:
+            return sessions[0]
+        return preferred_session(sessions, self._address)
 
-    def drop_link(self, link: Link, reason: str, now: float, *, notify: bool = True) -> None:
+    def drop_link(
+        self, link: Link, reason: str, now: float, *, notify: bool = True, linger: bool = False
+    ) -> None:
+        """Remove ``link``. With ``linger`` (this node closes a working link), its sessions still
+        accept routed and application messages for ``LINGER_S``: what the peer sent before it heard
+        our Close is forwarded, not lost."""
         if self.table.remove(link.peer) is None:
             return
         for session in link.sessions:
-            self.security.close_session(session)  # type: ignore[arg-type]
+            if linger:
+                self._lingering[session.index] = (session, now + LINGER_S)
+            else:
+                self.security.close_session(session)
         link.sessions = []
         log.info("%s link to %s down: %s", self.log_prefix, short(link.peer), reason)
         self.emit(LinkDown(link.peer, reason))
@@ -278,7 +326,7 @@ class OverlayNode:
         if kind == PACKET_DATA:
             opened = self.security.open_data(data, now)
             if opened is None:
-                self.counters["rx_dropped_data"] += 1
+                self.counters["rx_data_not_opened"] += 1  # held for its FIN, or dropped
                 return
             session, plaintext = opened
             self._on_plaintext(session, plaintext, path, now)
@@ -295,13 +343,31 @@ class OverlayNode:
             if result.reply is not None:
                 self.transmit(result.reply, path, now)
             self.connector.on_established(result.session, path, now)
+            for plaintext in result.early:  # DATA that overtook the HS_FIN, in arrival order
+                self._on_plaintext(result.session, plaintext, path, now)
         elif isinstance(result, Plaintext):
             self._on_plaintext(result.session, result.data, path, now)
+        elif isinstance(result, HandshakeFailed):
+            self.connector.on_handshake_failed(result.index, result.peer_address, now)
         elif isinstance(result, Dropped):
             self.counters[f"rx_dropped_{result.reason}"] += 1
 
+    def expire_lingering(self, now: float) -> None:
+        for index, (session, until) in list(self._lingering.items()):
+            if now >= until:
+                del self._lingering[index]
+                self.security.close_session(session)
+
     def _on_plaintext(self, session: Session, plaintext: bytes, path: Path, now: float) -> None:
         link = self.table.get(session.peer_address)
+        if link is None and session.index in self._lingering:
+            if plaintext and plaintext[0] == KIND_ROUTED:
+                self._on_routed(None, plaintext, now)
+            elif plaintext and plaintext[0] == KIND_APP and len(plaintext) >= 2:
+                self.emit(
+                    Delivered(session.peer_address, self._address, plaintext[1], plaintext[2:], 1, True)
+                )
+            return
         if link is None or session not in link.sessions:
             self.counters["rx_unlinked_session"] += 1
             return
@@ -319,15 +385,7 @@ class OverlayNode:
             link.last_app = now
             self.emit(Delivered(link.peer, self._address, plaintext[1], plaintext[2:], 1, True))
         elif kind == KIND_ROUTED:
-            try:
-                msg = decode_routed(plaintext)
-            except WireError:
-                self.counters["rx_malformed"] += 1
-                return
-            msg.hops += 1
-            if msg.service >= Service.DHT:
-                link.last_app = now
-            self.route(msg, now)
+            self._on_routed(link, plaintext, now)
         elif kind == KIND_CONTROL:
             try:
                 control = decode_control(plaintext[1:])
@@ -337,6 +395,17 @@ class OverlayNode:
             self._on_control(link, control, path, now)
         else:
             self.counters["rx_malformed"] += 1
+
+    def _on_routed(self, link: Link | None, plaintext: bytes, now: float) -> None:
+        try:
+            msg = decode_routed(plaintext)
+        except WireError:
+            self.counters["rx_malformed"] += 1
+            return
+        msg.hops += 1
+        if link is not None and msg.service >= Service.DHT:
+            link.last_app = now
+        self.route(msg, now)
 
     def _on_control(self, link: Link, msg: Any, path: Path, now: float) -> None:
         observed = None if isinstance(path, TunnelPath) else path
@@ -348,14 +417,15 @@ class OverlayNode:
                 link.probe_sent = 0.0
             self.connector.observed(link, msg.observed, now)
         elif isinstance(msg, Hello):
-            link.peer_roles = msg.roles
+            old, link.peer_roles = link.peer_roles, msg.roles
             link.candidates = msg.candidates
+            self.maintenance.roles_changed(link, old, now)
             self.connector.observed(link, msg.observed, now)
             self.connector.hello_received(link, now)
             self.maintenance.ring_changed(now)
         elif isinstance(msg, Roles):
-            link.peer_roles = msg.roles
-            self.maintenance.roles_changed(link, now)
+            old, link.peer_roles = link.peer_roles, msg.roles
+            self.maintenance.roles_changed(link, old, now)
         elif isinstance(msg, Neighbours):
             self.maintenance.learn(msg.entries, now)
         elif isinstance(msg, Close):

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .address import RING, Address, clockwise, distance_key
 from .events import Endpoint
+
+if TYPE_CHECKING:
+    from .linksession import Session
 
 NEAR = 0x01
 FAR = 0x02
@@ -62,7 +66,7 @@ class Link:
 
     def __init__(self, peer: Address, now: float) -> None:
         self.peer = peer
-        self.sessions: list[object] = []
+        self.sessions: list[Session] = []
         self.endpoint: Endpoint | None = None
         self.relay: Address | None = None
         self.my_roles = 0

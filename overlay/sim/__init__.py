@@ -2,6 +2,7 @@
 loss, duplication, partitions, LANs and NAT boxes, and hosts that drive the same sans-IO cores as the
 real UDP driver. A run is fully determined by its seed."""
 
+from .cluster import Cluster, Member, RouteSample
 from .host import SimHost
 from .lan import Lan
 from .model import Counters, Drop, LatencyModel
@@ -11,6 +12,9 @@ from .seams import DatagramCore, NatBox
 
 __all__ = [
     "BROADCAST",
+    "Cluster",
+    "Member",
+    "RouteSample",
     "Action",
     "Counters",
     "DatagramCore",
