@@ -26,12 +26,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from ipaddress import IPv4Address
-from typing import Any, Protocol
+from typing import Any
 
-from dht import DhtClient, Failed, OpResult, Reason
+from dht import Failed, OpResult, Reason
 from overlay import Address, Delivered, Service, Undeliverable
 
 from .config import IpopConfig
+from .overlayport import OverlayService
 from .state import StateDir
 from .tap import TapPort
 from .upstream import UpstreamDns
@@ -49,25 +50,6 @@ also when the join state is followed and the state saved."""
 
 LEASES_RECORD = "leases"
 HISTORY_RECORD = "dhcp-clients"
-
-
-class OverlayService(Protocol):
-    """What the virtual network needs of the overlay (``ipop.overlayport`` provides it)."""
-
-    @property
-    def address(self) -> Address: ...
-
-    @property
-    def dht(self) -> DhtClient: ...
-
-    @property
-    def payload_mtu(self) -> int: ...
-
-    def send(self, dest: Address, service: int, payload: bytes) -> None: ...
-
-    def subscribe(self, service: int, handler: Callable[[Delivered], None]) -> None: ...
-
-    def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None: ...
 
 
 def virtual_mtu(configured: int | None, payload_mtu: int) -> int:
