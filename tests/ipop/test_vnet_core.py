@@ -9,8 +9,9 @@ from ipaddress import IPv4Address
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from ipop.vnconfig import remote_mac_of
+from ipop.vnet import virtual_mtu
 from ipop.vnet_core import VnetCore
-from ipop.vnwire import KIND_UNICAST, namespace_tag, packet_header
+from ipop.vnwire import HEADER_LEN, KIND_UNICAST, namespace_tag, packet_header
 from overlay import Delivered, Service
 from tests.ipop.vnet_harness import SERVER, Net, Site, arp_request, dhcp, dhcp_replies, lease
 from vnproto import (
@@ -277,3 +278,9 @@ def test_no_address_until_the_overlay_is_joined() -> None:
     a.frame(dhcp(MessageType.DISCOVER, a.mac))
     net.run(2)
     assert dhcp_replies(a.take()) == [] and a.core.local.counters["refused_unjoined"] == 1
+
+
+def test_the_virtual_mtu_leaves_room_for_the_header_and_never_exceeds_the_overlay() -> None:
+    assert virtual_mtu(None, 1224) == 1224 - HEADER_LEN
+    assert virtual_mtu(1200, 1224) == 1200
+    assert virtual_mtu(1500, 1224) == 1224 - HEADER_LEN  # a larger one would fragment the underlay
