@@ -119,6 +119,7 @@ class OverlayPort:
         self._dht_timer: asyncio.TimerHandle | None = None
         self._dht_timer_at: float | None = None
         self._flush_scheduled = False
+        self._join_state = "joined" if not self.config.bootstrap else "bootstrapping"
         self._dht = DhtClient(self.dht_node, self.loop.time, self._schedule_flush)
         self.driver = UdpDriver(self.node, self.sock, on_event=self._on_event)
         log.info("overlay listening on %s:%d", host, bound)
@@ -143,6 +144,13 @@ class OverlayPort:
     @property
     def payload_mtu(self) -> int:
         return PAYLOAD_MTU
+
+    @property
+    def joined(self) -> bool:
+        """Whether the overlay has joined the ring (always, for the first node of a new overlay): the
+        virtual network claims addresses only then, so that a node that reaches no one (or holds the
+        wrong secret) never hands out an address that the rest of the network does not know about."""
+        return self._join_state == "joined"
 
     @property
     def local_port(self) -> int:
@@ -196,6 +204,7 @@ class OverlayPort:
             for undeliverable in self._undeliverable:
                 undeliverable(event)
         elif isinstance(event, JoinStateChanged):
+            self._join_state = event.state
             log.info("overlay %s: %s", event.state, event.detail)
 
     def _schedule_flush(self) -> None:

@@ -148,14 +148,14 @@ def test_usage_errors_exit_2_without_traceback() -> None:
 @pytest.mark.system
 def test_up_with_a_network_section_opens_the_tap_device(netlab: Lab, tmp_path: Path) -> None:
     ns = netlab.netns("up")
-    config = write_config(tmp_path, extra="[network]\ndevice = 'ipop9'\nmtu = 1300\n")
+    config = write_config(tmp_path, extra="[network]\ndevice = 'ipop9'\nmtu = 1200\n")
     node = netlab.start("n1", [*IPOP, "up", "-c", str(config)], ns=ns, env=ENV)
     status = wait_for(lambda: status_json(config), 20, "status of the node in the namespace")
     mac = (tmp_path / "state-n1" / MAC_FILE).read_text().strip()
     assert status["node"]["namespace"] == "default"
-    assert status["tap"]["device"] == "ipop9" and status["tap"]["mac"] == mac and status["tap"]["mtu"] == 1300
+    assert status["tap"]["device"] == "ipop9" and status["tap"]["mac"] == mac and status["tap"]["mtu"] == 1200
     link = json.loads(netlab.ip(ns, "-j", "link", "show", "ipop9"))[0]
-    assert (link["address"], link["mtu"]) == (mac, 1300)
+    assert (link["address"], link["mtu"]) == (mac, 1200)
     assert stop_and_time(node, signal.SIGTERM) < STOP_LIMIT_S
     assert node.popen.returncode == 0 and "Traceback" not in node.stderr()
     assert "ipop9" not in netlab.ip(ns, "-br", "link")
