@@ -1,6 +1,7 @@
 """The structured ring overlay: self-certifying addresses, secure links, the connection table, greedy
-routing, maintenance, the UDP driver and the discrete-event simulator; per-link path MTU discovery and
-the UDP socket options of a fast data plane (DF probing, UDP_SEGMENT, UDP_GRO)."""
+routing, maintenance, the UDP driver and the discrete-event simulator; per-link path MTU discovery, the
+data plane's fast path on direct links, and the UDP socket options it uses (DF probing, UDP_SEGMENT,
+UDP_GRO)."""
 
 from .address import (
     ADDRESS_BITS,
@@ -20,6 +21,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
+from .datapath import APP_HEADER, AppReceiver, DataPath
 from .driver import UdpDriver, interface_addresses, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
@@ -44,6 +46,7 @@ from .handshake import (
     Reply,
 )
 from .identity import Identity, verify_signature
+from .linkmtu import ASSUMED_PAYLOAD, CONFIRM_INTERVAL_S, LinkMtus
 from .linksec import LinkSecurity
 from .linksession import Session, SessionExhausted, SessionState
 from .linkwire import (
@@ -85,6 +88,12 @@ from .udpopts import (
 )
 
 __all__ = [
+    "APP_HEADER",
+    "ASSUMED_PAYLOAD",
+    "CONFIRM_INTERVAL_S",
+    "AppReceiver",
+    "DataPath",
+    "LinkMtus",
     "OverlayNode",
     "UdpDriver",
     "interface_addresses",

@@ -5,12 +5,21 @@ selector datagram transport reads one datagram per wake-up), but ``loop.add_read
 socket and a drain loop that reads up to ``DRAIN`` datagrams per wake-up. The core's clock is
 ``loop.time()`` (monotonic), and its single timer is one ``loop.call_at`` handle, re-armed only when the
 core's deadline moves.
+
+With ``fast=True`` (a real node's data plane) the socket sets DF on every datagram without fragmenting
+(``IP_PMTUDISC_PROBE``: the overlay measures each path itself), receives with ``UDP_GRO`` where the
+kernel offers it (one read for many datagrams of one flow), and :meth:`UdpDriver.send_datagrams` sends a
+batch to one endpoint with ``UDP_SEGMENT`` (one system call for up to 64 datagrams). A datagram refused
+as too big (EMSGSIZE) is reported to ``on_too_big``, for the path MTU search. ``after_batch`` callbacks
+run after each drained batch of received datagrams, so that a receiver can merge what one wake-up read
+before it writes anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import socket
@@ -19,6 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .events import Endpoint, OverlayEvent, Transmit
+from .udpopts import UDP_MAX_SEGMENTS, enable_gro, gso_supported, recv_gro, send_segments, set_pmtu_discover
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +113,28 @@ class UdpDriver:
         core: Core,
         sock: socket.socket,
         on_event: Callable[[OverlayEvent], None] | None = None,
+        *,
+        fast: bool = False,
+        on_too_big: Callable[[Endpoint, int, float], None] | None = None,
     ) -> None:
         self.core = core
         self.sock = sock
         self.on_event = on_event
+        self.on_too_big = on_too_big
+        self.after_batch: list[Callable[[], None]] = []
         self.loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
         self.closed = False
-        self.loop.add_reader(sock.fileno(), self._readable)
+        self.gso = self.gro = False
+        if fast:
+            with contextlib.suppress(OSError):
+                set_pmtu_discover(sock, "probe")
+            self.gso = gso_supported(sock)
+            self.gro = enable_gro(sock)
+            log.info("UDP socket: DF probing, UDP_SEGMENT %s, UDP_GRO %s", _on(self.gso), _on(self.gro))
+        self.loop.add_reader(sock.fileno(), self._readable_gro if self.gro else self._readable)
         self.flush()
 
     @property
@@ -136,7 +158,62 @@ class UdpDriver:
                 log.debug("recvfrom: %s", exc)
                 continue
             core.receive_datagram(data, (addr[0], addr[1]), now)
+        for done in self.after_batch:
+            done()
         self.flush()
+
+    def _readable_gro(self) -> None:
+        core, sock = self.core, self.sock
+        now = self.loop.time()
+        receive = core.receive_datagram
+        for _ in range(DRAIN):
+            try:
+                parts, addr = recv_gro(sock, RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("recvmsg: %s", exc)
+                continue
+            if len(parts) == 1:
+                receive(parts[0].obj, addr, now)  # type: ignore[arg-type]
+                continue
+            for part in parts:
+                receive(part.tobytes(), addr, now)
+        for done in self.after_batch:
+            done()
+        self.flush()
+
+    def send_datagrams(self, datagrams: list[bytes], addr: Endpoint) -> None:
+        """Send a batch of datagrams to one endpoint: with UDP_SEGMENT, runs of equal size (the last
+        of a run may be shorter) in one system call each; otherwise one ``sendto`` each."""
+        if not self.gso or len(datagrams) < 2:
+            self._send_all([(d, addr, 0) for d in datagrams])
+            return
+        i, n = 0, len(datagrams)
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            while j < n and j - i < UDP_MAX_SEGMENTS and len(datagrams[j]) == size:
+                j += 1
+            if j < n and j - i < UDP_MAX_SEGMENTS and len(datagrams[j]) < size:
+                j += 1  # a shorter last datagram ends the run
+            if j - i == 1:
+                self._send_all([(datagrams[i], addr, 0)])
+            else:
+                self._send_run(datagrams[i:j], size, addr)
+            i = j
+
+    def _send_run(self, run: list[bytes], size: int, addr: Endpoint) -> None:
+        try:
+            send_segments(self.sock, run, size, addr)  # type: ignore[arg-type]
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1
+        except OSError as exc:
+            if exc.errno in (errno.EMSGSIZE, errno.EINVAL, errno.EIO):
+                self._send_all([(d, addr, 0) for d in run])  # one by one: each error said exactly
+            else:
+                self.send_errors += 1
+                log.debug("sendmsg %s: %s", addr, exc)
 
     def _fire(self) -> None:
         self._timer = None
@@ -149,9 +226,12 @@ class UdpDriver:
         this repeats until both are drained), and re-arm the core's timer."""
         core = self.core
         while not self.closed:
-            self._send_all(core.datagrams_to_send(self.loop.time()))
+            out = core.datagrams_to_send(self.loop.time())
+            self._send_all(out)
             event = core.next_event() if self.on_event is not None else None
             if event is None:
+                if out:
+                    continue  # sending may have queued more (a refused datagram's probes)
                 break
             while event is not None and self.on_event is not None:
                 self.on_event(event)
@@ -178,6 +258,8 @@ class UdpDriver:
             except OSError as exc:
                 self.send_errors += 1
                 log.debug("sendto %s: %s", addr, exc)
+                if exc.errno == errno.EMSGSIZE and self.on_too_big is not None:
+                    self.on_too_big(addr, len(data), self.loop.time())
 
     def _send_with_ttl(self, data: bytes, addr: Endpoint, ttl: int) -> None:
         level, option = (
@@ -201,3 +283,7 @@ class UdpDriver:
         if self._timer is not None:
             self._timer.cancel()
         self.sock.close()
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"

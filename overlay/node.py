@@ -12,7 +12,8 @@ probe, or a LAN beacon. Inside a sealed packet is an application message from th
 message of the link (``wire``), or a message being routed across the ring. Routing is greedy: forward to
 the linked peer closest to the destination on the ring until no peer is closer than this node
 (``table``). Link set-up lives in ``connector``, ring upkeep (near, far and shortcut links, keepalives,
-bootstrap) in ``maintenance``.
+bootstrap) in ``maintenance``, the data plane's fast path on direct links (and their path MTU) in
+``datapath``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from .address import Address, closer, short, to_hex
 from .config import OverlayConfig
 from .connector import Connector, TunnelPath
+from .datapath import DataPath
 from .events import (
     Delivered,
     Endpoint,
@@ -52,12 +54,15 @@ from .linksec import (
     Session,
 )
 from .maintenance import Maintenance
+from .pmtu import PmtuConfig
 from .table import LEAF, ConnectionTable, Link, role_names
 from .wire import (
     FLAG_EXACT,
     FLAG_EXCLUDE_SRC,
     KIND_APP,
     KIND_CONTROL,
+    KIND_PROBE,
+    KIND_PROBE_ACK,
     KIND_ROUTED,
     Close,
     Hello,
@@ -132,6 +137,7 @@ class OverlayNode:
         local_endpoints: tuple[Endpoint, ...] = (),
         suite: int = 1,
         cache_cipher_contexts: bool = False,
+        pmtu: PmtuConfig | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -157,6 +163,8 @@ class OverlayNode:
         self._timers: list[tuple[float, int, str, Any]] = []
         self._timer_seq = 0
         self._lingering: dict[int, tuple[Session, float]] = {}
+        self.datapath = DataPath(self, pmtu)
+        self._receivers = self.datapath.receivers
         self.connector = Connector(self)
         self.maintenance = Maintenance(self, now)
 
@@ -193,6 +201,8 @@ class OverlayNode:
                 self.connector.punch.round(now)
             elif kind == "repair":
                 self.maintenance.repair(now)
+            elif kind == "pmtu":
+                self.datapath.on_timer(ref, now)
 
     def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None
@@ -311,6 +321,7 @@ class OverlayNode:
             else:
                 self.security.close_session(session)
         link.sessions = []
+        self.datapath.forget(link.peer)
         log.info("%s link to %s down: %s", self.log_prefix, short(link.peer), reason)
         self.emit(LinkDown(link.peer, reason))
         if notify:
@@ -375,6 +386,7 @@ class OverlayNode:
         link.probe_tries = 0
         if not isinstance(path, TunnelPath) and path != link.endpoint:
             self.connector.path_changed(link, path, now)
+            self.datapath.endpoint_changed(link, now)
         if not plaintext:
             return
         kind = plaintext[0]
@@ -383,6 +395,10 @@ class OverlayNode:
                 self.counters["rx_malformed"] += 1
                 return
             link.last_app = now
+            receiver = self._receivers.get(plaintext[1])
+            if receiver is not None:
+                receiver.app_message(link.peer, plaintext, now)
+                return
             self.emit(Delivered(link.peer, self._address, plaintext[1], plaintext[2:], 1, True))
         elif kind == KIND_ROUTED:
             self._on_routed(link, plaintext, now)
@@ -393,6 +409,8 @@ class OverlayNode:
                 self.counters["rx_malformed"] += 1
                 return
             self._on_control(link, control, path, now)
+        elif kind in (KIND_PROBE, KIND_PROBE_ACK):
+            self.datapath.on_probe(link, kind, plaintext, now)
         else:
             self.counters["rx_malformed"] += 1
 
@@ -529,6 +547,7 @@ class OverlayNode:
                     "rtt_ms": None if link.srtt is None else round(link.srtt * 1000, 2),
                     "age_s": round(now - link.created, 1),
                     "idle_s": round(now - link.last_rx, 1),
+                    "pmtu": self.datapath.mtu_status(link.peer),
                 }
             )
         return {

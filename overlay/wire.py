@@ -13,6 +13,8 @@ The first plaintext byte says what follows:
 * ``ROUTED`` - ``[0x03][flags][service][hops][src 20][dest 20]([via 20])[payload]``: a message being routed
   across the overlay. A fixed binary header (not msgpack) because every forwarding hop reads it and
   rewrites the hop count; the payload is never re-encoded on the way.
+* ``PROBE`` - ``[0x04][size u32][zero padding]``: a path MTU probe, padded so that the whole sealed
+  datagram is ``size`` bytes (``overlay.linkmtu``); ``PROBE_ACK`` - ``[0x05][size u32]``: its answer.
 
 The wire version is the outer datagram's first byte (``0xA1`` = ipop v1, see ``linksec``). Routed overlay
 service messages (connect-to-me, route errors) are msgpack lists whose first element is their type.
@@ -33,6 +35,8 @@ from .events import Endpoint
 KIND_APP = 0x01
 KIND_CONTROL = 0x02
 KIND_ROUTED = 0x03
+KIND_PROBE = 0x04
+KIND_PROBE_ACK = 0x05
 
 FLAG_EXACT = 0x01
 """Deliver only to the node with exactly this address; otherwise to the node closest to it."""

@@ -1,0 +1,175 @@
+"""Pure. The data plane's fast path through the overlay node: application messages to and from peers on
+direct links, without the per-message objects of the ordinary path, and the path MTU of those links.
+
+Theory of operation. The ordinary path (``OverlayNode.send``) wraps every message, seals it, queues a
+``Transmit`` and, at the other end, emits a ``Delivered`` event: a few objects and calls per message,
+fine for control traffic and the DHT, too many for tens of thousands of frames a second. For a peer
+on a direct link (an underlay endpoint, not a tunnel) the data plane asks instead:
+
+- :meth:`DataPath.direct_limit`: the largest payload one datagram carries to the peer now, from the
+  link's measured path MTU (``linkmtu``; measuring starts with the first question, so only links that
+  carry data are probed);
+- :meth:`DataPath.seal_direct`: seal a whole batch of payloads with the link's session (one cached
+  AEAD per session) and return the datagrams for the driver to send together (UDP_SEGMENT);
+- :meth:`DataPath.too_big`: a datagram the local kernel refused as too big (EMSGSIZE), which the
+  path MTU search takes into account at once.
+
+On the receiving side, a service registered with ``OverlayNode.set_app_receiver`` (in
+:attr:`DataPath.receivers`) gets its messages from direct links by one call each. Keepalives,
+handshakes and probes keep the ordinary path, processed in the same wake-ups as data, and every
+authenticated datagram refreshes its link's liveness: a busy link is never declared dead.
+
+Probes are sealed link messages padded to the probed size (``linkmtu``): the peer acknowledges each
+one; the timers of every link's search run on the node's timer heap (kind ``"pmtu"``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .address import Address
+from .events import Endpoint
+from .linkmtu import ASSUMED_PAYLOAD, LinkMtus, probe_ack, probe_plaintext, probe_size
+from .linkwire import DATA_OVERHEAD
+from .pmtu import PmtuConfig
+from .table import Link
+from .wire import KIND_APP, KIND_PROBE
+
+if TYPE_CHECKING:
+    from .node import OverlayNode
+
+APP_HEADER = 2
+"""Bytes an application message adds inside a sealed datagram: the kind and the service."""
+
+
+class AppReceiver(Protocol):
+    """Takes a service's messages from direct links by a call (the data plane's fast path)."""
+
+    def app_message(self, src: Address, plaintext: bytes, now: float) -> None:
+        """A message from the link peer ``src``; its payload is ``plaintext[APP_HEADER:]``. Must not
+        raise: the bytes are authenticated, but their content is the peer's."""
+        ...
+
+
+class DataPath:
+    """The fast path of one node (see the module's docstring)."""
+
+    def __init__(self, node: OverlayNode, pmtu: PmtuConfig | None) -> None:
+        self.node = node
+        self.mtus: LinkMtus | None = LinkMtus(pmtu) if pmtu is not None else None
+        """Path MTU of the direct links that carry application data (None: not measured, as in the
+        simulator, whose network has no MTU)."""
+        self.receivers: dict[int, AppReceiver] = {}
+        self._armed: dict[Address, float] = {}
+
+    # -- sending -------------------------------------------------------------------------------------
+
+    def direct_limit(self, dest: Address, now: float) -> int:
+        """The largest application payload one datagram carries to ``dest`` over a direct link now; 0
+        when there is no direct link (then ``OverlayNode.send`` routes)."""
+        link = self.node.table.get(dest)
+        if link is None or link.endpoint is None or not link.sessions:
+            return 0
+        mtus = self.mtus
+        if mtus is None:
+            return ASSUMED_PAYLOAD - DATA_OVERHEAD - APP_HEADER
+        if dest not in mtus:
+            self._send_probes(link, mtus.start(dest, now), now)
+        return mtus.limit(dest) - DATA_OVERHEAD - APP_HEADER
+
+    def seal_direct(
+        self, dest: Address, service: int, payloads: list[Any], now: float
+    ) -> tuple[Endpoint, list[bytes]] | None:
+        """Seal ``payloads`` (bytes-like, each at most :meth:`direct_limit` long) as application
+        messages to ``dest``: the endpoint and the datagrams, to be sent together. None when there is
+        no direct link or no session to seal with (the caller falls back to the ordinary path)."""
+        node = self.node
+        link = node.table.get(dest)
+        if link is None or link.endpoint is None:
+            return None
+        session = node.sending_session(link)
+        if session is None:
+            return None
+        prefix = bytes((KIND_APP, service))
+        seal = session.seal
+        try:
+            datagrams = [seal(prefix + payload, now) for payload in payloads]
+        except (ValueError, RuntimeError):  # counter exhausted, or the session is closing
+            node.counters["tx_seal_refused"] += 1
+            return None
+        link.last_tx = link.last_app = now
+        mtus = self.mtus
+        if (
+            mtus is not None
+            and datagrams
+            and len(datagrams[0]) > mtus.config.base
+            and mtus.sent_full(dest, now)
+        ):
+            self._arm(dest)
+        return link.endpoint, datagrams
+
+    def too_big(self, addr: Endpoint, size: int, now: float) -> None:
+        """The driver could not send a datagram of ``size`` bytes to ``addr``: EMSGSIZE, larger than
+        the local interface allows with DF."""
+        node = self.node
+        node.counters["tx_too_big"] += 1
+        if self.mtus is None:
+            return
+        for link in list(node.table):
+            if link.endpoint == addr and link.peer in self.mtus:
+                self._send_probes(link, self.mtus.too_big(link.peer, size, now), now)
+
+    # -- hooks of the node -----------------------------------------------------------------------------
+
+    def forget(self, peer: Address) -> None:
+        if self.mtus is not None:
+            self.mtus.forget(peer)
+
+    def endpoint_changed(self, link: Link, now: float) -> None:
+        if self.mtus is not None and link.peer in self.mtus:
+            self._send_probes(link, self.mtus.endpoint_changed(link.peer, now), now)
+
+    def on_probe(self, link: Link, kind: int, plaintext: bytes, now: float) -> None:
+        """A probe (answered) or a probe's acknowledgement (fed to the link's search)."""
+        size = probe_size(plaintext)
+        if size is None:
+            self.node.counters["rx_malformed"] += 1
+        elif kind == KIND_PROBE:
+            if size == len(plaintext) + DATA_OVERHEAD:  # what it claims is what arrived
+                self.node.send_plain(link, probe_ack(size), now)
+        elif self.mtus is not None and link.peer in self.mtus:
+            self._send_probes(link, self.mtus.acked(link.peer, size, now), now)
+
+    def on_timer(self, peer: Address, now: float) -> None:
+        self._armed.pop(peer, None)
+        link = self.node.table.get(peer)
+        if self.mtus is None or link is None or peer not in self.mtus:
+            return
+        self._send_probes(link, self.mtus.on_timer(peer, now), now)
+
+    def mtu_status(self, peer: Address) -> dict[str, object] | None:
+        return None if self.mtus is None else self.mtus.status(peer)
+
+    # -- probes ----------------------------------------------------------------------------------------
+
+    def _send_probes(self, link: Link, sizes: list[int], now: float) -> None:
+        node = self.node
+        session = node.sending_session(link)
+        if link.endpoint is not None and session is not None:
+            for size in sizes:
+                try:
+                    datagram = session.seal(probe_plaintext(size, DATA_OVERHEAD), now)
+                except (ValueError, RuntimeError):
+                    break
+                node.counters["tx_mtu_probes"] += 1
+                node.transmit(datagram, link.endpoint, now)
+        self._arm(link.peer)
+
+    def _arm(self, peer: Address) -> None:
+        """Put the link's next deadline on the node's timer heap, unless an earlier one is there."""
+        assert self.mtus is not None
+        when = self.mtus.deadline(peer)
+        armed = self._armed.get(peer)
+        if when is not None and (armed is None or when < armed):
+            self._armed[peer] = when
+            self.node.set_timer(when, "pmtu", peer)

@@ -1,0 +1,206 @@
+"""The data plane's fast path through two real overlay cores on a deterministic wire with a path MTU:
+path MTU discovery with probes (silent drops and local EMSGSIZE), the batch sealing of application
+messages, their delivery by a call, and recovery when the path shrinks without a word."""
+
+from __future__ import annotations
+
+from random import Random
+
+from overlay import (
+    APP_HEADER,
+    ASSUMED_PAYLOAD,
+    CONFIRM_INTERVAL_S,
+    DATA_OVERHEAD,
+    Address,
+    Delivered,
+    Endpoint,
+    Identity,
+    OverlayConfig,
+    OverlayNode,
+    PmtuConfig,
+    PmtuState,
+    Service,
+)
+
+SECRET = b"data path test network secret 0123"
+EA: Endpoint = ("192.0.2.1", 5800)
+EB: Endpoint = ("192.0.2.2", 5800)
+
+
+class Collector:
+    """An AppReceiver: what the fast path delivered by a call."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Address, bytes]] = []
+
+    def app_message(self, src: Address, plaintext: bytes, now: float) -> None:
+        self.got.append((src, plaintext[APP_HEADER:]))
+
+
+class Pair:
+    """Node a (first of a new overlay) and node b (bootstrapping through a) on an instant wire that
+    carries datagrams up to ``mtu`` bytes of UDP payload; larger ones vanish (``local`` False: a
+    router in the middle drops them) or are refused at once as EMSGSIZE (``local`` True: the sender's
+    own interface)."""
+
+    def __init__(self, mtu: int, *, local: bool = False) -> None:
+        rng = Random(11)
+        self.mtu = mtu
+        self.local = local
+        self.now = 0.0
+        self.a = self._node(Identity.generate(rng), (), EA)
+        self.b = self._node(Identity.generate(rng), (EA,), EB)
+        self.by_endpoint = {EA: self.a, EB: self.b}
+        self.events: list[object] = []
+        self.dropped = 0
+
+    def _node(self, identity: Identity, bootstrap: tuple[Endpoint, ...], me: Endpoint) -> OverlayNode:
+        config = OverlayConfig(realm="dp", secret=SECRET, bootstrap=bootstrap)
+        return OverlayNode(
+            identity,
+            config,
+            Random(identity.address & 0xFFFF),
+            self.now,
+            local_endpoints=(me,),
+            cache_cipher_contexts=True,
+            pmtu=PmtuConfig(),
+        )
+
+    def pump(self) -> None:
+        """Deliver everything queued, until nothing moves."""
+        moved = True
+        while moved:
+            moved = False
+            for src, me in ((self.a, EA), (self.b, EB)):
+                for data, addr, _ttl in src.datagrams_to_send(self.now):
+                    moved = True
+                    self.deliver(src, me, data, addr)
+                while (event := src.next_event()) is not None:
+                    self.events.append(event)
+
+    def deliver(self, src: OverlayNode, me: Endpoint, data: bytes, addr: Endpoint) -> None:
+        if len(data) > self.mtu:
+            if self.local:
+                src.datapath.too_big(addr, len(data), self.now)
+            else:
+                self.dropped += 1
+            return
+        self.by_endpoint[addr].receive_datagram(data, me, self.now)
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        self.pump()
+        while True:
+            timers = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
+            if not timers or min(timers) > end:
+                self.now = end
+                return
+            self.now = max(self.now, min(timers))
+            for node in (self.a, self.b):
+                timer = node.get_timer()
+                if timer is not None and timer <= self.now:
+                    node.handle_timer(self.now)
+            self.pump()
+
+    def linked(self) -> Pair:
+        self.run(5.0)
+        link = self.a.table.get(self.b.address)
+        assert link is not None and link.sessions and link.endpoint == EB
+        return self
+
+    def send(self, count: int = 3) -> list[bytes]:
+        """Full-size data from a to b on the fast path, as the data plane sends it."""
+        limit = self.a.datapath.direct_limit(self.b.address, self.now)
+        payloads = [bytes([i]) * limit for i in range(count)]
+        sealed = self.a.datapath.seal_direct(self.b.address, Service.IPOP, payloads, self.now)
+        assert sealed is not None
+        endpoint, datagrams = sealed
+        assert endpoint == EB
+        for datagram in datagrams:
+            self.deliver(self.a, EA, datagram, endpoint)
+        return payloads
+
+
+def test_without_a_direct_link_there_is_no_fast_path() -> None:
+    pair = Pair(1500)
+    stranger = Identity.generate(Random(3)).address
+    assert pair.a.datapath.direct_limit(stranger, 0.0) == 0
+    assert pair.a.datapath.seal_direct(stranger, Service.IPOP, [b"x"], 0.0) is None
+
+
+def test_probes_find_a_path_mtu_below_ethernet_and_data_then_fits() -> None:
+    pair = Pair(1400).linked()
+    peer = pair.b.address
+    assert pair.a.datapath.direct_limit(peer, pair.now) == ASSUMED_PAYLOAD - DATA_OVERHEAD - APP_HEADER
+    pair.run(10.0)  # a round of probes, the unanswered ones three times, the midpoints
+    path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
+    assert path is not None and path.state is PmtuState.COMPLETE
+    assert 1400 - 16 <= path.mtu <= 1400
+    limit = pair.a.datapath.direct_limit(peer, pair.now)
+    assert limit == path.mtu - DATA_OVERHEAD - APP_HEADER
+    collector = Collector()
+    pair.b.datapath.receivers[Service.IPOP] = collector
+    dropped = pair.dropped
+    payloads = pair.send(4)
+    assert pair.dropped == dropped  # every datagram fitted the path
+    assert collector.got == [(pair.a.address, p) for p in payloads]
+    assert not [e for e in pair.events if isinstance(e, Delivered) and e.service == Service.IPOP]
+    status = pair.a.status(pair.now)["links"][0]["pmtu"]
+    assert status["state"] == "complete" and status["mtu"] == path.mtu
+
+
+def test_a_local_interface_refusal_bounds_the_search_at_once() -> None:
+    pair = Pair(1300, local=True).linked()
+    peer = pair.b.address
+    pair.a.datapath.direct_limit(peer, pair.now)
+    pair.run(0.5)  # no probe timed out yet: EMSGSIZE alone settled the upper bound
+    path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
+    assert path is not None and path.high < 1400
+    pair.run(10.0)
+    assert path.state is PmtuState.COMPLETE and 1300 - 16 <= path.mtu <= 1300
+    assert pair.a.counters["tx_too_big"] > 0
+
+
+def test_a_path_that_shrinks_silently_is_found_again_by_confirmation_probes() -> None:
+    pair = Pair(1500).linked()
+    peer = pair.b.address
+    pair.a.datapath.direct_limit(peer, pair.now)
+    pair.run(30.0)
+    path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
+    assert path is not None and path.state is PmtuState.COMPLETE and path.mtu > 1400
+    pair.mtu = 1280  # a router in the middle now drops anything bigger, without a word
+    start = pair.now
+    while pair.now - start < 30.0 and path.mtu > 1280:
+        pair.send(1)  # the data keeps coming, and vanishing
+        pair.run(0.5)
+    assert path.mtu <= 1280
+    assert pair.now - start <= CONFIRM_INTERVAL_S + 3 * 1.0 + 3.0
+    link = pair.a.table.get(peer)
+    assert link is not None and link.sessions  # the link itself never went down
+
+
+def test_a_new_endpoint_measures_the_new_path() -> None:
+    pair = Pair(1500).linked()
+    peer = pair.b.address
+    pair.a.datapath.direct_limit(peer, pair.now)
+    pair.run(30.0)  # silent drops: each step of the search above 1472 waits for three timeouts
+    path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
+    assert path is not None and path.state is PmtuState.COMPLETE
+    link = pair.a.table.get(peer)
+    assert link is not None
+    pair.a.datapath.endpoint_changed(link, pair.now)
+    assert path.state in (PmtuState.BASE, PmtuState.SEARCHING)
+    pair.run(30.0)
+    assert path.state is PmtuState.COMPLETE and 1500 - 16 <= path.mtu <= 1500
+
+
+def test_probes_and_acknowledgements_that_lie_are_ignored() -> None:
+    pair = Pair(1500).linked()
+    link = pair.b.table.get(pair.a.address)
+    assert link is not None
+    sent_before = pair.b.counters["tx_datagrams"]
+    # a probe that claims a size other than its own is not acknowledged
+    pair.b.datapath.on_probe(link, 0x04, b"\x04\x00\x00\x10\x00" + bytes(100), pair.now)
+    assert pair.b.counters["tx_datagrams"] == sent_before
+    pair.b.datapath.on_probe(link, 0x05, b"\x05\x00", pair.now)  # too short to name a size
+    assert pair.b.counters["rx_malformed"] == 1
