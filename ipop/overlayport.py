@@ -9,6 +9,13 @@ puts the overlay's view (links, ring neighbours, N estimate, NAT, counters) in `
 
 On stop it says goodbye to every peer (``Close``), so that they repair the ring at once instead of
 waiting for keepalives to time out.
+
+The data plane (issue 7): the node keeps one AEAD context per session (``cache_cipher_contexts``),
+measures the path MTU of every direct link that carries data, and the driver runs in its fast mode
+(DF, UDP_SEGMENT, UDP_GRO). The seam's :meth:`OverlayService.direct_limit` and
+:meth:`OverlayService.send_direct` send batches on direct links without per-message objects, and
+:meth:`OverlayService.set_receiver` takes a service's messages from direct links by a call, with a
+callback after each batch the socket delivered.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from dht import (
 from overlay import (
     DATA_OVERHEAD,
     Address,
+    AppReceiver,
     Delivered,
     JoinStateChanged,
     NeighboursChanged,
     OverlayEvent,
     OverlayNode,
+    PmtuConfig,
     Service,
     UdpDriver,
     Undeliverable,
@@ -88,6 +97,27 @@ class OverlayService(Protocol):
 
     def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None: ...
 
+    def direct_limit(self, dest: Address) -> int:
+        """The largest payload one datagram carries to ``dest`` on a direct link now (0: no direct
+        link; use :meth:`send`)."""
+        ...
+
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+        """Seal ``payloads`` (each at most :meth:`direct_limit`) for ``dest`` and send them together;
+        False when there is no direct link to send them on."""
+        ...
+
+    def set_receiver(self, service: int, receiver: AppReceiver, end_batch: Callable[[], None]) -> None:
+        """Hand ``service``'s messages from direct links to ``receiver`` by a call each (the others
+        still come through :meth:`subscribe`), and call ``end_batch`` after every batch of datagrams
+        that the socket delivered."""
+        ...
+
+    def flush(self) -> None:
+        """Send what the overlay queued while the caller fed it (e.g. the probes a new direct link's
+        path MTU search starts with)."""
+        ...
+
 
 class OverlayPort:
     """The running overlay node and DHT of ``ipop up`` (see the module docstring)."""
@@ -111,6 +141,8 @@ class OverlayPort:
             self.loop.time(),
             local_endpoints=tuple((h, bound) for h in hosts),
             suite=config.overlay_options.suite,
+            cache_cipher_contexts=True,
+            pmtu=PmtuConfig(),
         )
         self.node.log_prefix = ""  # the node's log prefix already names it
         self.dht_node = DhtNode(self.node, ctx.identity, DhtConfig(), rng)
@@ -121,7 +153,9 @@ class OverlayPort:
         self._flush_scheduled = False
         self._join_state = "joined" if not self.config.bootstrap else "bootstrapping"
         self._dht = DhtClient(self.dht_node, self.loop.time, self._schedule_flush)
-        self.driver = UdpDriver(self.node, self.sock, on_event=self._on_event)
+        self.driver = UdpDriver(
+            self.node, self.sock, on_event=self._on_event, fast=True, on_too_big=self.node.datapath.too_big
+        )
         log.info("overlay listening on %s:%d", host, bound)
         for cmd, handler in (
             ("dht.get", self._cmd_get),
@@ -167,6 +201,27 @@ class OverlayPort:
 
     def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None:
         self._undeliverable.append(handler)
+
+    def direct_limit(self, dest: Address) -> int:
+        return self.node.datapath.direct_limit(dest, self.loop.time())
+
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+        sealed = self.node.datapath.seal_direct(dest, service, payloads, self.loop.time())
+        if sealed is None:
+            return False
+        endpoint, datagrams = sealed
+        self.driver.send_datagrams(datagrams, endpoint)
+        return True
+
+    def set_receiver(self, service: int, receiver: AppReceiver, end_batch: Callable[[], None]) -> None:
+        if service in (Service.OVERLAY, Service.TUNNEL, Service.DHT):
+            raise ValueError(f"service {service} belongs to the overlay itself")
+        self.node.datapath.receivers[service] = receiver
+        self.driver.after_batch.append(end_batch)
+
+    def flush(self) -> None:
+        """Send what the node queued meanwhile (probes started by the data path)."""
+        self.driver.flush()
 
     # -- the component -------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import pytun
 
-from vnproto import VNET_HDR_LEN
+from vnproto import NO_OFFLOAD, VNET_HDR_LEN
 
 from .state import format_mac
 
@@ -288,11 +288,20 @@ class TapPort:
         self.counters: Counter[str] = Counter()
 
     def send(self, frame: bytes) -> bool:
-        """Write one frame to the kernel; see :meth:`TapDevice.write`."""
-        ok = self.device.write(frame)
+        """Write one Ethernet frame to the kernel (behind an all-zero virtio-net header when the device
+        has offloads); see :meth:`TapDevice.write`."""
+        ok = self.device.write(NO_OFFLOAD + frame if self.device.frame_offset else frame)
         if ok:
             self.counters["tx_frames"] += 1
             self.counters["tx_bytes"] += len(frame)
+        return ok
+
+    def send_vframe(self, vframe: bytes) -> bool:
+        """Write one virtio frame (header and Ethernet frame) to a device with offloads."""
+        ok = self.device.write(vframe)
+        if ok:
+            self.counters["tx_frames"] += 1
+            self.counters["tx_bytes"] += len(vframe)
         return ok
 
     def _readable(self) -> None:

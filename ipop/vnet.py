@@ -6,7 +6,10 @@ TAP port (opened at once, so a missing privilege stops the node at start with on
 :class:`VirtualNetwork`, which is the core's ``Outputs`` seam:
 
 - frames the TAP port reads go to ``core.tap_frames`` in the batch they were read in; frames the core
-  writes go straight to the device;
+  writes go straight to the device. With an offloading TAP (``[network] offload``, the default) they go
+  to the fast path (:mod:`ipop.fastpath`) instead, which sends what it can on direct links in batches
+  and hands the rest to the core as plain frames; it also takes the IPOP messages of direct links
+  (``OverlayService.set_receiver``) and writes them, merged per socket wake-up, to the device;
 - the core's overlay sends go to ``OverlayService.send``; messages of services IPOP and IPOP_CONTROL,
   and undeliverable notices, come back through the overlay's subscriptions;
 - each DHT request becomes a task of the component's own ``TaskGroup`` that awaits the ``DhtClient``
@@ -32,6 +35,7 @@ from dht import Failed, OpResult, Reason
 from overlay import Address, Delivered, Service, Undeliverable
 
 from .config import IpopConfig
+from .fastpath import FastPath
 from .overlayport import OverlayService
 from .state import StateDir
 from .tap import TapPort
@@ -75,8 +79,8 @@ def network_components(
     mtu = virtual_mtu(network.mtu, overlay.payload_mtu)
     mac = state.tap_mac()
     vnet = VirtualNetwork(config, state, overlay, joined, mtu=mtu, host_mac=mac)
-    tap = TapPort(network.device, mtu=mtu, mac=mac, handler=vnet)
-    vnet.tap = tap
+    tap = TapPort(network.device, mtu=mtu, mac=mac, handler=vnet, offload=network.offload)
+    vnet.attach(tap)
     return [tap, vnet]
 
 
@@ -113,8 +117,22 @@ class VirtualNetwork:
         )
         self.core = VnetCore(vnet_config, self, self._load_history())
         self.upstream: UpstreamDns | None = None
+        self.fast: FastPath | None = None
+        self._vframes = False
         self._group: asyncio.TaskGroup | None = None
         self._queued: list[Request] = []
+
+    def attach(self, tap: TapPort) -> None:
+        """Use ``tap`` for the machine's frames (and its offloads for the fast path)."""
+        self.tap = tap
+        self._vframes = bool(tap.device.frame_offset)
+        self.fast = FastPath(
+            self.core,
+            self.overlay,
+            tap_offload=self._vframes,
+            write_vframe=tap.send_vframe,
+            write_frame=tap.send,
+        )
 
     # -- the core's Outputs ---------------------------------------------------------------------------
 
@@ -138,7 +156,11 @@ class VirtualNetwork:
     # -- inputs ---------------------------------------------------------------------------------------
 
     def tap_frames(self, frames: list[bytes]) -> None:
-        self.core.tap_frames(frames, _now())
+        if self._vframes and self.fast is not None:
+            self.fast.tap_vframes(frames, _now())
+        else:
+            self.core.tap_frames(frames, _now())
+        self.overlay.flush()
 
     def _delivered(self, msg: Delivered) -> None:
         self.core.delivered(msg, _now())
@@ -172,6 +194,8 @@ class VirtualNetwork:
     async def run(self) -> None:
         self.upstream = UpstreamDns(self.network.dns_upstream, self.network.subnet)
         self.overlay.subscribe(Service.IPOP, self._delivered)
+        if self.fast is not None:
+            self.overlay.set_receiver(Service.IPOP, self.fast, self.fast.end_batch)
         self.overlay.subscribe(Service.IPOP_CONTROL, self._delivered)
         self.overlay.subscribe_undeliverable(self._undeliverable)
         log.info(
@@ -242,6 +266,8 @@ class VirtualNetwork:
 
     def status(self) -> dict[str, Any]:
         status = self.core.status(_now())
+        if self.fast is not None:
+            status["fast_path"] = self.fast.status()
         if self.upstream is not None:
             status["dns"]["upstream"] = [f"{h}:{p}" for h, p in self.upstream.servers] or None
         return status

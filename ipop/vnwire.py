@@ -16,8 +16,9 @@ is unpacked. Every decoder here raises only :class:`WireError`.
 Packets on the overlay (service ``IPOP``) are the bare IPv4 packet behind a five-byte header: one byte
 of version and kind, four bytes of namespace tag (a hash of the namespace, so a packet of another
 namespace is dropped before anything else is looked at). The Ethernet header is not carried: the
-receiver writes its own, from its remote MAC to the local machine's MAC. Control messages (service
-``IPOP_CONTROL``) are msgpack arrays ``[version, kind, tag, ...]``.
+receiver writes its own, from its remote MAC to the local machine's MAC. A node whose TAP offloads
+sends unicast packets as ``KIND_UNICAST_VNET``, with the virtio-net header between our header and the
+packet. Control messages (service ``IPOP_CONTROL``) are msgpack arrays ``[version, kind, tag, ...]``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ VERSION = 1
 
 KIND_UNICAST = 1
 KIND_BROADCAST = 2
+KIND_UNICAST_VNET = 3
+"""A unicast packet behind the sender's virtio-net header (10 bytes, ``vnproto.VirtioNetHdr``): a TCP
+super-frame or a piece of one, whose checksum may be left for the receiving kernel (``ipop.fastpath``)."""
 HEADER_LEN = 5
 """Version/kind byte and the four-byte namespace tag before every carried packet: what the virtual
 MTU gives up to the overlay's payload MTU."""
@@ -64,7 +68,7 @@ def namespace_tag(namespace: str) -> bytes:
 
 def packet_header(kind: int, tag: bytes) -> bytes:
     """The five bytes before a carried packet."""
-    if kind not in (KIND_UNICAST, KIND_BROADCAST) or len(tag) != 4:
+    if kind not in (KIND_UNICAST, KIND_BROADCAST, KIND_UNICAST_VNET) or len(tag) != 4:
         raise ValueError("bad packet kind or namespace tag")
     return bytes([VERSION << 4 | kind]) + tag
 

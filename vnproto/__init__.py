@@ -72,6 +72,7 @@ from .virtio import (
     GsoType,
     VirtioNetHdr,
     VnetFlag,
+    header_problem,
     vnet_fields,
 )
 
@@ -84,6 +85,7 @@ __all__ = [
     "VnetFlag",
     "coalesce",
     "complete_checksum",
+    "header_problem",
     "segment",
     "vnet_fields",
     "BOOTREPLY",

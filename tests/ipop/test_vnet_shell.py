@@ -75,6 +75,18 @@ class LoneOverlay:
     def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None:
         pass
 
+    def direct_limit(self, dest: Address) -> int:
+        return 0  # alone: no direct links
+
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+        return False
+
+    def set_receiver(self, service: int, receiver: object, end_batch: Callable[[], None]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
     # the Router seam of the DhtNode
     def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
         return (), ()

@@ -103,6 +103,7 @@ def build_gso(
     seq: int = 1000,
     ip_id: int = 7,
     ecn: bool = False,
+    addresses: tuple[bytes, bytes] | None = None,
 ) -> bytes:
     """A GSO virtio frame as an offloading TAP hands it over: all headers of the whole, NEEDS_CSUM with
     the pseudo-header sum (of the whole transport length) in the checksum field."""
@@ -116,7 +117,7 @@ def build_gso(
         doff = (20 + len(options)) // 4
         l4 = struct.pack("!HHIIBBHHH", 40000, 5999, seq, 99, doff << 4, flags, 502, 0, 0) + options
     l4_len = len(l4) + len(payload)
-    src, dst = (
+    src, dst = addresses or (
         (bytes(range(16)), bytes(range(16, 32))) if v6 else (bytes([10, 99, 0, 1]), bytes([10, 99, 0, 2]))
     )
     if v6:

@@ -1,0 +1,287 @@
+"""Pure. The virtual network's fast data path for a TAP device with offloads: virtio frames (a 10-byte
+virtio-net header and an Ethernet frame, often a 64 KiB TCP super-frame) between the TAP and the
+direct overlay links, with the rest handed to the ordinary core (:mod:`ipop.vnet_core`) as plain frames.
+
+Theory of operation
+-------------------
+*Sending.* A frame read from the TAP is on the fast path when it is an untagged IPv4 frame from an
+address this node holds to a member whose holder is cached and reachable over a direct link, and it is
+not a TCP SYN (whose MSS the core clamps). It travels as one overlay message of kind
+``KIND_UNICAST_VNET``: the five-byte packet header, the frame's virtio-net header, the IPv4 packet (the
+Ethernet header is not carried; the receiver writes its own). If that fits one datagram on the link's
+measured path (``OverlayService.direct_limit``) it goes whole: one AEAD call for ~44 TCP segments.
+Otherwise a GSO frame is cut (``vnproto.segment``, partial checksums: the receiving kernel completes
+them) into pieces that fit, and all pieces go out sealed in one batch (one UDP_SEGMENT system call).
+A frame that is not GSO and does not fit cannot be cut (the underlay never carries IP fragments): with
+DF set the machine gets ICMP "fragmentation needed" naming the size that fits, so its kernel lowers
+its path MTU to that member; otherwise it is dropped and counted. Everything else (ARP, DHCP, DNS,
+broadcast, lookups, routed links) becomes plain frames - checksums completed, GSO frames cut into
+segments - and takes the core's ordinary path.
+
+*Receiving.* Messages of service IPOP from direct links arrive by :meth:`FastPath.app_message`, one
+call each. A packet passes the same checks as in :mod:`ipop.receive` - our namespace, to an address we
+hold, from a source its sender holds - in three comparisons; one that does not is handed to the core's
+receive path (which looks up and answers as usual). A peer's virtio-net header is checked as the
+kernel would (``vnproto.header_problem``) before it goes near our kernel. With an offloading TAP the
+frames of one wake-up are collected and, at :meth:`FastPath.end_batch`, in-order TCP segments are merged
+(``vnproto.coalesce``) and written: one write for what the peer had to cut into ~44 datagrams. A TAP
+without offloads gets every frame as plain segments with complete checksums at once.
+
+No per-packet logging and no per-packet objects beyond the buffers themselves; counters are integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from overlay import Address, Delivered, Service
+from vnproto import (
+    NO_OFFLOAD,
+    VNET_HDR_LEN,
+    DecodeError,
+    coalesce,
+    fragmentation_needed_frame,
+    header_problem,
+    segment,
+    vnet_fields,
+)
+
+from .vnconfig import IPV4, MIN_FRAME
+from .vnet_core import VnetCore
+from .vnwire import HEADER_LEN, KIND_UNICAST, KIND_UNICAST_VNET, packet_header
+
+IPOP = int(Service.IPOP)
+APP = 2
+"""Bytes of the overlay's application header before our payload (kind and service)."""
+ETH = 14
+VNET_ETH = VNET_HDR_LEN + ETH
+"""Where the IPv4 packet starts in a virtio frame of an untagged Ethernet frame."""
+CARRIED = HEADER_LEN + VNET_HDR_LEN
+"""Bytes a ``KIND_UNICAST_VNET`` message adds to the IPv4 packet."""
+MIN_PACKET = 20
+
+
+class DirectLinks(Protocol):
+    """What the fast path needs of the overlay (``ipop.overlayport.OverlayService`` offers it)."""
+
+    def direct_limit(self, dest: Address) -> int:
+        """The largest payload one datagram carries to ``dest`` on a direct link now (0: none)."""
+        ...
+
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+        """Seal and send ``payloads`` to ``dest`` together; False when there is no direct link."""
+        ...
+
+
+class FastPath:
+    """The offload data path of one node (see the module's docstring)."""
+
+    def __init__(
+        self,
+        core: VnetCore,
+        links: DirectLinks,
+        *,
+        tap_offload: bool,
+        write_vframe: Callable[[bytes], object],
+        write_frame: Callable[[bytes], object],
+    ) -> None:
+        """``write_vframe`` writes a virtio frame to an offloading TAP; ``write_frame`` a plain
+        Ethernet frame (to either kind of TAP)."""
+        self.core = core
+        self.links = links
+        self.tap_offload = tap_offload
+        self._write_vframe = write_vframe
+        self._write_frame = write_frame
+        tag = core.tag
+        self._uni = packet_header(KIND_UNICAST, tag)
+        self._vnet = packet_header(KIND_UNICAST_VNET, tag)
+        self._routes = core.mapping.routes
+        self._held = core.claims.held
+        self._eth = core.config.host_mac + core.remote_mac + IPV4
+        self._me = core.config.address
+        self._batch: list[bytes] = []
+        self.tx_direct = 0
+        """Frames sent on the fast path (whole or cut)."""
+        self.tx_pieces = 0
+        """Datagrams those frames took."""
+        self.rx_direct = 0
+        """Packets received on the fast path."""
+        self.rx_writes = 0
+        """TAP writes they took after merging."""
+        self.dropped = 0
+        """Frames refused: malformed virtio headers, or too big to carry."""
+
+    # -- the machine's frames -----------------------------------------------------------------------
+
+    def tap_vframes(self, vframes: list[bytes], now: float) -> None:
+        """Frames read from an offloading TAP in one wake-up, in order."""
+        routes, held, links = self._routes, self._held, self.links
+        for vf in vframes:
+            if vf[22:24] == IPV4 and len(vf) >= VNET_HDR_LEN + MIN_FRAME and vf[24] >> 4 == 4:
+                holder = routes.get(vf[40:44])
+                if holder is not None and vf[36:40] in held and not _tcp_syn(vf):
+                    limit = links.direct_limit(holder)
+                    if limit > 0 and self._send(holder, vf, limit, now):
+                        continue
+            self._plain(vf, now)
+
+    def _send(self, holder: Address, vf: bytes, limit: int, now: float) -> bool:
+        """Send ``vf`` on the direct link; False when the link refused (the caller takes the slow
+        path). A frame that cannot be carried is handled here (ICMP or drop) and counts as sent."""
+        mv = memoryview(vf)
+        head = self._vnet
+        if len(vf) - VNET_ETH + CARRIED <= limit:
+            payloads = [b"".join((head, mv[:VNET_HDR_LEN], mv[VNET_ETH:]))]
+        elif vf[1]:  # a GSO frame: cut it to the path
+            try:
+                pieces = segment(vf, limit - CARRIED + ETH, partial=True)
+            except (DecodeError, ValueError):
+                self.dropped += 1
+                return True
+            payloads = []
+            for piece in pieces:
+                pv = memoryview(piece)
+                if len(piece) - VNET_ETH + CARRIED > limit:
+                    self.dropped += 1  # a UDP datagram larger than the path: never cut smaller
+                    continue
+                payloads.append(b"".join((head, pv[:VNET_HDR_LEN], pv[VNET_ETH:])))
+            if not payloads:
+                return True
+        else:
+            self._too_big(vf, limit - CARRIED)
+            return True
+        if not self.links.send_direct(holder, IPOP, payloads):
+            return False
+        self.tx_direct += 1
+        self.tx_pieces += len(payloads)
+        self.core.tx_packets += 1
+        return True
+
+    def _too_big(self, vf: bytes, mtu: int) -> None:
+        frame = bytes(vf[VNET_HDR_LEN:])
+        core = self.core
+        if frame[20] & 0x40 and mtu >= 68:  # DF set (68: the least MTU IPv4 allows an ICMP to name)
+            try:
+                reply = fragmentation_needed_frame(frame, mtu, core.server_ip, core.remote_mac)
+            except DecodeError:
+                reply = b""
+            if reply:
+                self._write_frame(reply)
+                core.counters["frag_needed_sent"] += 1
+                return
+        core.counters["too_big_dropped"] += 1
+
+    def _plain(self, vf: bytes, now: float) -> None:
+        """The core's ordinary path, which takes plain Ethernet frames with complete checksums."""
+        if len(vf) < VNET_HDR_LEN + ETH:
+            self.dropped += 1
+            return
+        if vf[:VNET_HDR_LEN] == NO_OFFLOAD:
+            self.core.tap_frame(vf[VNET_HDR_LEN:], now)
+            return
+        try:
+            pieces = segment(vf)
+        except DecodeError:
+            self.dropped += 1
+            return
+        for piece in pieces:
+            self.core.tap_frame(bytes(piece[VNET_HDR_LEN:]), now)
+
+    # -- the overlay's messages ---------------------------------------------------------------------
+
+    def app_message(self, src: Address, plaintext: bytes, now: float) -> None:
+        """A message of service IPOP from the direct-link peer ``src`` (``plaintext[2:]`` is ours)."""
+        head = plaintext[APP : APP + HEADER_LEN]
+        if head == self._vnet:
+            at = APP + CARRIED
+            vh: bytes | None = plaintext[APP + HEADER_LEN : at]
+        elif head == self._uni:
+            at, vh = APP + HEADER_LEN, None
+        else:
+            self._slow(src, plaintext, now)
+            return
+        if (
+            len(plaintext) >= at + MIN_PACKET
+            and plaintext[at] >> 4 == 4
+            and plaintext[at + 16 : at + 20] in self._held
+            and self._routes.get(plaintext[at + 12 : at + 16]) == src
+        ):
+            self.rx_direct += 1
+            self.core.receiver.rx_packets += 1
+            packet = memoryview(plaintext)[at:]
+            if vh is None or vh == NO_OFFLOAD:
+                if self.tap_offload:
+                    self._batch.append(b"".join((NO_OFFLOAD, self._eth, packet)))
+                else:
+                    self.rx_writes += 1
+                    self._write_frame(b"".join((self._eth, packet)))
+                return
+            problem = header_problem(*vnet_fields(vh), ETH + len(packet))
+            if problem:
+                self.dropped += 1
+                return
+            vf = b"".join((vh, self._eth, packet))
+            if self.tap_offload:
+                self._batch.append(vf)
+            else:
+                self._write_plain(vf)
+            return
+        if vh is None:
+            self._slow(src, plaintext, now)
+            return
+        # Not on the fast path (a source to look up, an address we no longer hold): the core's path,
+        # which takes plain packets.
+        packet = memoryview(plaintext)[at:]
+        if len(packet) < MIN_PACKET or header_problem(*vnet_fields(vh), ETH + len(packet)):
+            self.dropped += 1
+            return
+        try:
+            pieces = segment(b"".join((vh, self._eth, packet)))
+        except DecodeError:
+            self.dropped += 1
+            return
+        for piece in pieces:
+            self.core.receiver.received(src, KIND_UNICAST, bytes(piece[VNET_ETH:]), now)
+
+    def _slow(self, src: Address, plaintext: bytes, now: float) -> None:
+        self.core.delivered(Delivered(src, self._me, IPOP, plaintext[APP:], 1, True), now)
+
+    def _write_plain(self, vf: bytes) -> None:
+        try:
+            pieces = segment(vf)
+        except DecodeError:
+            self.dropped += 1
+            return
+        for piece in pieces:
+            self.rx_writes += 1
+            self._write_frame(bytes(piece[VNET_HDR_LEN:]))
+
+    def end_batch(self) -> None:
+        """The overlay read everything one wake-up brought: merge and write what was collected."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        frames = coalesce(batch) if len(batch) > 1 else batch
+        write = self._write_vframe
+        self.rx_writes += len(frames)
+        for vf in frames:
+            write(vf)  # type: ignore[arg-type]
+
+    def status(self) -> dict[str, int]:
+        return {
+            "tx_direct": self.tx_direct,
+            "tx_pieces": self.tx_pieces,
+            "rx_direct": self.rx_direct,
+            "rx_writes": self.rx_writes,
+            "dropped": self.dropped,
+        }
+
+
+def _tcp_syn(vf: bytes) -> bool:
+    """Whether ``vf`` (IPv4) is a TCP segment with SYN set."""
+    if vf[33] != 6:
+        return False
+    at = VNET_ETH + (vf[24] & 0x0F) * 4 + 13
+    return at < len(vf) and bool(vf[at] & 0x02)
