@@ -302,7 +302,9 @@ class Bench:
                     self.run("ip", "addr", "replace", f"{ip}/16", "dev", f"{self.tag}i{side}", ns=ns)
                 target = IPOP_B
             else:
-                target = self.dhcp_address(self.ns_b, f"{self.tag}ib") or IPOP_B
+                # udhcpc above ran with a script that configures nothing: now take the leases for real.
+                self.dhcp_address_by(self.ns_a, f"{self.tag}ia", TRAFFIC_DEADLINE_S)
+                target = self.dhcp_address_by(self.ns_b, f"{self.tag}ib", TRAFFIC_DEADLINE_S) or IPOP_B
             if self.ping_until(target, TRAFFIC_DEADLINE_S) is None:
                 tail = self.log("ipop-a").strip().splitlines()[-3:]
                 self.notes.append(
@@ -393,6 +395,16 @@ class Bench:
             return None
         self.run("ip", "addr", "replace", f"{m.group(1)}/16", "dev", dev, ns=ns)
         return m.group(1)
+
+    def dhcp_address_by(self, ns: str, dev: str, timeout: float) -> str | None:
+        """A DHCP address for ``dev``, asking again until ``timeout``: node b hands out addresses only
+        once it has joined the overlay, which may take a few seconds after node a's lease."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            address = self.dhcp_address(ns, dev)
+            if address is not None:
+                return address
+        return None
 
     def dns_p50(self, runs: int = 20) -> float | None:
         name = "benchb.ipop"
