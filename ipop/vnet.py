@@ -156,10 +156,12 @@ class VirtualNetwork:
     # -- inputs ---------------------------------------------------------------------------------------
 
     def tap_frames(self, frames: list[bytes]) -> None:
-        if self._vframes and self.fast is not None:
+        if self.fast is None:
+            self.core.tap_frames(frames, _now())
+        elif self._vframes:
             self.fast.tap_vframes(frames, _now())
         else:
-            self.core.tap_frames(frames, _now())
+            self.fast.tap_frames(frames, _now())
         self.overlay.flush()
 
     def _delivered(self, msg: Delivered) -> None:

@@ -13,9 +13,10 @@ A path that shrinks without a word (a router in the middle drops what is too big
 would swallow every full-size datagram while keepalives pass. So while a link carries data near its
 confirmed size, the size is confirmed again every :data:`CONFIRM_INTERVAL_S` with one probe of exactly
 that size (RFC 8899's confirmation probes); ``PmtuConfig.max_probes`` of them unanswered in a row call
-:meth:`PathMtu.black_hole`, which drops the link to the base size and searches again. Data larger
-than the base size is never sent by the node while the path is unconfirmed beyond
-:data:`ASSUMED_PAYLOAD` (Ethernet's, what the overlay assumed before it measured anything).
+:meth:`PathMtu.black_hole`, which drops the link to the base size and searches again. Until the first
+search is complete, a link may send :data:`ASSUMED_PAYLOAD` (Ethernet's, what the overlay assumed
+before it measured) unless the search already found less; once a path has failed (a refusal, a black
+hole) it sends only what is confirmed, the base size until the new search finds more.
 
 :meth:`limit` is the largest datagram the data path may send on the link now.
 """
@@ -49,10 +50,14 @@ class _Link:
     """When to send the next confirmation probe (None: none planned)."""
     confirm_due: float | None = None
     """The deadline of the confirmation probe in flight (None: none in flight)."""
+    confirm_size: int = 0
+    """The size the confirmation probe in flight checks."""
     misses: int = 0
     """Confirmation probes unanswered in a row."""
     busy: bool = False
     """Full-size data was sent since the last confirmation."""
+    fresh: bool = True
+    """Nothing went wrong on this path yet: until it is measured, it may carry ``ASSUMED_PAYLOAD``."""
 
 
 def probe_plaintext(size: int, overhead: int) -> bytes:
@@ -115,7 +120,7 @@ class LinkMtus:
         if entry is None:
             return ASSUMED_PAYLOAD
         path = entry.mtu
-        if path.state in (PmtuState.BASE, PmtuState.ERROR):
+        if entry.fresh and path.state is not PmtuState.COMPLETE:
             return max(path.mtu, min(ASSUMED_PAYLOAD, path.high))
         return path.mtu
 
@@ -136,10 +141,11 @@ class LinkMtus:
         entry = self._links.get(peer)
         if entry is None:
             return []
-        if entry.confirm_due is not None and size >= entry.mtu.mtu:
+        if entry.confirm_due is not None and size == entry.confirm_size:
             entry.confirm_due = None
             entry.misses = 0
-        entry.mtu.probe_acked(size, now)
+        if entry.mtu.in_flight(size):  # not the late answer to a probe of a path since found to fail
+            entry.mtu.probe_acked(size, now)
         return entry.mtu.probes(now)
 
     def too_big(self, peer: Address, size: int, now: float) -> list[int]:
@@ -147,8 +153,9 @@ class LinkMtus:
         entry = self._links.get(peer)
         if entry is None:
             return []
-        if size <= entry.mtu.mtu:
-            entry.mtu.black_hole(now)  # a size we had confirmed: the path shrank
+        if size <= self.limit(peer) and not entry.mtu.in_flight(size):
+            entry.fresh = False  # a size we were sending: the path shrank, assume nothing any more
+            entry.mtu.black_hole(now)
         else:
             entry.mtu.packet_too_big(size - 1, now)
         entry.confirm_due = None
@@ -176,6 +183,7 @@ class LinkMtus:
             if entry.misses >= self.config.max_probes:
                 entry.misses = 0
                 entry.confirm_at = None
+                entry.fresh = False
                 path.black_hole(now)
             else:
                 retry = True  # one lost probe proves nothing: again at once
@@ -184,6 +192,7 @@ class LinkMtus:
             if (retry or entry.busy) and path.state in (PmtuState.SEARCHING, PmtuState.COMPLETE):
                 entry.busy = False
                 entry.confirm_due = now + self.config.probe_timeout_s
+                entry.confirm_size = path.mtu
                 confirm.append(path.mtu)
         path.handle_timer(now)
         return confirm + path.probes(now)

@@ -201,6 +201,10 @@ class PathMtu:
             due.append(size)
         return due
 
+    def in_flight(self, size: int) -> bool:
+        """Whether a probe of ``size`` bytes is waiting for its answer."""
+        return size in self._outstanding
+
     # -- what comes back -------------------------------------------------------------------------------
 
     def probe_acked(self, size: int, now: float) -> None:

@@ -141,3 +141,14 @@ def test_frames_off_the_fast_path_take_the_cores_path_as_plain_frames() -> None:
     sent = [payload for dest, service, payload in a.site.sent if service == Service.IPOP]
     assert len(sent) == 1  # the SYN, to b's node; the stranger waits for its lookup as plain segments
     assert a.site.core.mapping.entries[IPv4Address("10.250.99.99").packed].waiting
+
+
+def test_plain_frames_go_in_one_batch_per_holder_and_too_big_ones_get_icmp() -> None:
+    net, a, ip_a, b, ip_b = pair(1000)
+    small = [ping_frame(a.site, ip_a, ip_b, seq=i) for i in range(5)]
+    big = ping_frame(a.site, ip_a, ip_b, seq=9, size=1200)  # DF set, more than the link carries
+    a.fast.tap_frames([*small, big], net.ring.now)
+    assert len(a.links.datagrams) == 5 and a.fast.tx_direct == 5 and not a.site.sent
+    assert len(icmp_in(a.frames)) == 1  # fragmentation needed, for the big one
+    echoes = icmp_in((b.vframes and [v[10:] for v in b.vframes]) or b.frames)
+    assert [icmp.type for _, icmp, _ in echoes] == [IcmpType.ECHO_REQUEST] * 5

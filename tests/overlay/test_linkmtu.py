@@ -99,3 +99,41 @@ def test_forgotten_links_answer_nothing() -> None:
     mtus.start(PEER, 0.0)
     mtus.forget(PEER)
     assert PEER not in mtus
+
+
+def test_after_a_failure_only_confirmed_sizes_are_sent() -> None:
+    mtus = LinkMtus()
+    settle(mtus, 1472)
+    mtus.too_big(PEER, 1472, 10.0)  # the local interface shrank under a confirmed size
+    assert mtus.limit(PEER) == 1232  # not the Ethernet assumption again: that would fail the same way
+
+
+def test_a_refused_probe_below_the_assumption_only_bounds_the_search() -> None:
+    mtus = LinkMtus()
+    sizes = mtus.start(PEER, 0.0)
+    sizes = mtus.acked(PEER, 1232, 0.0)  # the base arrived: the plateaus go out
+    assert 1372 in sizes
+    mtus.too_big(PEER, 1372, 0.0)  # our interface takes 1280: a probe, not data, was refused
+    path = mtus.path(PEER)
+    assert path is not None and path.state is PmtuState.SEARCHING and path.high == 1371
+
+
+def test_a_late_answer_to_a_probe_sent_before_a_failure_does_not_restore_the_old_size() -> None:
+    mtus = LinkMtus()
+    now = settle(mtus, 1472)
+    mtus.sent_full(PEER, now)
+    now += CONFIRM_INTERVAL_S
+    assert mtus.on_timer(PEER, now) == [1472]  # a confirmation goes out ...
+    mtus.too_big(PEER, 1472, now)  # ... and then the interface shrinks under the data
+    mtus.acked(PEER, 1472, now + 0.001)  # the confirmation's answer arrives late
+    path = mtus.path(PEER)
+    assert path is not None and path.mtu == 1232 and mtus.limit(PEER) == 1232
+
+
+def test_while_the_first_search_runs_the_assumption_holds_unless_the_search_found_less() -> None:
+    mtus = LinkMtus()
+    mtus.start(PEER, 0.0)
+    mtus.acked(PEER, 1232, 0.0)  # searching, with only the base confirmed
+    assert mtus.limit(PEER) == ASSUMED_PAYLOAD  # not the base: that would shrink the machine's MTU
+    mtus.too_big(PEER, 1392, 0.0)  # a probe (1420-byte plateau) refused: the path takes less
+    assert mtus.limit(PEER) == 1391
