@@ -60,6 +60,14 @@ VNET_ETH = VNET_HDR_LEN + ETH
 CARRIED = HEADER_LEN + VNET_HDR_LEN
 """Bytes a ``KIND_UNICAST_VNET`` message adds to the IPv4 packet."""
 MIN_PACKET = 20
+NEEDS_CSUM = 1
+MIN_VFRAME = ETH + MIN_PACKET
+"""The shortest frame a peer's packet makes: an Ethernet header and an IPv4 header."""
+MAX_VFRAME = 65535 + ETH
+"""The longest: an IPv4 packet of 64 KiB and its Ethernet header."""
+MAX_HEADERS = 256
+"""Distinct virtio-net headers remembered (a few per flow and piece size); the table starts again
+when full, so a peer sending every possible header costs memory for 256 of them at most."""
 
 
 class DirectLinks(Protocol):
@@ -101,6 +109,8 @@ class FastPath:
         self._eth = core.config.host_mac + core.remote_mac + IPV4
         self._me = core.config.address
         self._batch: list[bytes] = []
+        self._headers: dict[bytes, int] = {}
+        """Peers' virtio-net headers seen: the least frame length each fits (-1: never valid)."""
         self.tx_direct = 0
         """Frames sent on the fast path (whole or cut)."""
         self.tx_pieces = 0
@@ -248,8 +258,7 @@ class FastPath:
                     self.rx_writes += 1
                     self._write_frame(b"".join((self._eth, packet)))
                 return
-            problem = header_problem(*vnet_fields(vh), ETH + len(packet))
-            if problem:
+            if not self._header_ok(vh, ETH + len(packet)):
                 self.dropped += 1
                 return
             vf = b"".join((vh, self._eth, packet))
@@ -274,6 +283,21 @@ class FastPath:
             return
         for piece in pieces:
             self.core.receiver.received(src, KIND_UNICAST, bytes(piece[VNET_ETH:]), now)
+
+    def _header_ok(self, vh: bytes, frame_len: int) -> bool:
+        """``header_problem`` for a peer's virtio-net header, remembered per header: the pieces of one
+        super-frame carry the same header, and only its checksum position depends on the length."""
+        least = self._headers.get(vh)
+        if least is None:
+            if len(self._headers) >= MAX_HEADERS:
+                self._headers.clear()
+            fields = vnet_fields(vh)
+            flags, _, _, _, start, offset = fields
+            least = start + offset + 2 if flags & NEEDS_CSUM else MIN_VFRAME
+            if header_problem(*fields, max(least, MIN_VFRAME)) is not None:
+                least = -1
+            self._headers[vh] = least
+        return least >= 0 and least <= frame_len and MIN_VFRAME <= frame_len <= MAX_VFRAME
 
     def _slow(self, src: Address, plaintext: bytes, now: float) -> None:
         self.core.delivered(Delivered(src, self._me, IPOP, plaintext[APP:], 1, True), now)

@@ -26,6 +26,7 @@ import errno
 import fcntl
 import logging
 import os
+import socket
 import struct
 from collections import Counter
 from typing import Any, Protocol
@@ -82,6 +83,16 @@ checksums of every frame it reads."""
 
 MAX_OFFLOAD_FRAME = 65535 + ETHERNET_OVERHEAD
 """The largest frame a TAP with TSO hands over: an IP packet of 64 KiB with its Ethernet header."""
+
+GSO_MAX_SIZE = 62000
+"""The largest super-frame the kernel hands over (``gso_max_size`` of the device, 64 KiB by default):
+one must fit one overlay datagram whole on a 65535-byte path (65507 bytes of UDP payload less the
+link's and the virtual network's headers), so that it takes one AEAD call and is never cut in two."""
+
+IFLA_GSO_MAX_SIZE = 41
+"""rtnetlink attribute of ``RTM_NEWLINK`` (include/uapi/linux/if_link.h)."""
+RTM_NEWLINK = 16
+NLM_F_REQUEST_ACK = 0x1 | 0x4
 
 DRAIN_FRAMES = 64
 """Frames read per wake-up at most: enough to amortise the wake-up (a few µs) over many frames, few
@@ -148,6 +159,11 @@ class TapDevice:
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
         tap = cls(dev, dev.name, mtu, mac, offloads)
+        if offloads & (TUN_F_TSO4 | TUN_F_TSO6):
+            try:
+                set_gso_max_size(dev.name, GSO_MAX_SIZE)
+            except OSError as exc:  # an older kernel: super-frames of 64 KiB, cut in two on big paths
+                log.info("TAP device %s: gso_max_size not set (%s)", dev.name, exc.strerror)
         log.info(
             "TAP device %s up: MAC %s, MTU %d, offloads %s",
             dev.name,
@@ -241,6 +257,20 @@ def _open_with_offloads(name: str) -> tuple[Any, int]:
     dev.close()
     log.warning("TAP device %s: the kernel refused every offload; running without them", name)
     return None, 0
+
+
+def set_gso_max_size(name: str, size: int) -> None:
+    """``ip link set dev NAME gso_max_size SIZE``, through rtnetlink. Raises OSError when refused."""
+    index = socket.if_nametoindex(name)
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)  # struct ifinfomsg
+    body += struct.pack("=HHI", 8, IFLA_GSO_MAX_SIZE, size)  # struct rtattr and its u32
+    header = struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, NLM_F_REQUEST_ACK, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.send(header + body)
+        reply = sock.recv(4096)
+    error = struct.unpack_from("=i", reply, 16)[0] if len(reply) >= 20 else -errno.EIO  # struct nlmsgerr
+    if error:
+        raise OSError(-error, os.strerror(-error))
 
 
 def _reason(exc: pytun.Error, name: str) -> str:

@@ -30,6 +30,7 @@ TAP (and the kernel's own checks) to judge.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from .errors import DecodeError
@@ -52,6 +53,10 @@ from .segment import (
 from .virtio import GSO_ECN, VNET_HDR, VNET_HDR_LEN, GsoType, VnetFlag
 
 MAX_IP = 0xFFFF
+_CANDIDATE_TYPES = frozenset({int(GsoType.NONE), int(GsoType.TCPV4), int(GsoType.TCPV6)})
+_NOT_ECN = ~GSO_ECN
+_TCPV4 = int(GsoType.TCPV4)
+_SEQ = struct.Struct("!I").unpack_from
 _NEEDS_CSUM = int(VnetFlag.NEEDS_CSUM)
 _BAD_FLAGS = TCP_SYN | TCP_RST | TCP_URG
 _END_FLAGS = TCP_PSH | TCP_FIN
@@ -68,7 +73,7 @@ class _Seg:
         self.lay = lay
         self.gso_size = gso_size
         l4 = lay.l4
-        self.seq = int.from_bytes(buf[l4 + 4 : l4 + 8], "big")
+        self.seq = _SEQ(buf, l4 + 4)[0]
         self.flags = buf[l4 + 13]
         self.length = lay.end - lay.payload
 
@@ -77,8 +82,8 @@ def _candidate(buf: Bytes) -> _Seg | None:
     if len(buf) < VNET_HDR_LEN + 54:
         return None
     flags, gso_type, _hdr_len, gso_size, start, offset = VNET_HDR.unpack_from(buf)
-    base = gso_type & ~GSO_ECN
-    if flags & ~_NEEDS_CSUM or base not in (GsoType.NONE, GsoType.TCPV4, GsoType.TCPV6):
+    base = gso_type & _NOT_ECN
+    if flags & ~_NEEDS_CSUM or base not in _CANDIDATE_TYPES:
         return None
     try:
         lay = layout(buf)
@@ -88,12 +93,12 @@ def _candidate(buf: Bytes) -> _Seg | None:
         return None
     if flags and (start != lay.l4 - VNET_HDR_LEN or offset != 16):
         return None
-    if base != GsoType.NONE and (gso_size == 0 or (base == GsoType.TCPV4) != lay.v4):
+    if base and (gso_size == 0 or (base == _TCPV4) != lay.v4):
         return None
     tcp_flags = buf[lay.l4 + 13]
     if tcp_flags & _BAD_FLAGS or not tcp_flags & TCP_ACK:
         return None
-    return _Seg(buf, lay, gso_size if base != GsoType.NONE else 0)
+    return _Seg(buf, lay, gso_size if base else 0)
 
 
 def _same_flow(a: _Seg, b: _Seg) -> bool:
