@@ -218,6 +218,7 @@ class OverlayPort:
             raise ValueError(f"service {service} belongs to the overlay itself")
         self.node.datapath.receivers[service] = receiver
         self.driver.after_batch.append(end_batch)
+        self.driver.fast_receive = self.node.datapath.receive
 
     def flush(self) -> None:
         """Send what the node queued meanwhile (probes started by the data path)."""
@@ -239,6 +240,8 @@ class OverlayPort:
         status = self.node.status(self.loop.time())
         status["listen_port"] = self.local_port
         status["dht"] = self.dht_node.stats.as_dict()
+        datapath = self.node.datapath
+        status["fast_rx"] = {"datagrams": datapath.rx_datagrams, "bytes": datapath.rx_bytes}
         return status
 
     # -- events and timers ---------------------------------------------------------------------------

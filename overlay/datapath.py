@@ -14,8 +14,11 @@ on a direct link (an underlay endpoint, not a tunnel) the data plane asks instea
 - :meth:`DataPath.too_big`: a datagram the local kernel refused as too big (EMSGSIZE), which the
   path MTU search takes into account at once.
 
-On the receiving side, a service registered with ``OverlayNode.set_app_receiver`` (in
-:attr:`DataPath.receivers`) gets its messages from direct links by one call each. Keepalives,
+On the receiving side, a service registered in :attr:`DataPath.receivers` gets its messages from
+direct links by one call each. Once a session has delivered such a message, the driver hands its
+later datagrams to :meth:`DataPath.receive` first, which opens them and calls the receiver without the
+node's general dispatch; anything else (control, probes, a datagram that does not open) goes the
+ordinary way. Keepalives,
 handshakes and probes keep the ordinary path, processed in the same wake-ups as data, and every
 authenticated datagram refreshes its link's liveness: a busy link is never declared dead.
 
@@ -29,8 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .address import Address
 from .events import Endpoint
-from .linkmtu import ASSUMED_PAYLOAD, LinkMtus, probe_ack, probe_plaintext, probe_size
-from .linkwire import DATA_OVERHEAD
+from .linkmtu import ASSUMED_PAYLOAD as _ASSUMED
+from .linkmtu import LinkMtus, probe_ack, probe_plaintext, probe_size
+from .linksession import Session, SessionState
+from .linkwire import DATA_OVERHEAD, PACKET_DATA, LinkDecodeError
 from .pmtu import PmtuConfig
 from .table import Link
 from .wire import KIND_APP, KIND_PROBE
@@ -61,6 +66,49 @@ class DataPath:
         simulator, whose network has no MTU)."""
         self.receivers: dict[int, AppReceiver] = {}
         self._armed: dict[Address, float] = {}
+        self._sessions: dict[int, tuple[Session, Link]] = {}
+        """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
+        self.rx_datagrams = 0
+        """Datagrams :meth:`receive` took (the node's own counters do not see them)."""
+        self.rx_bytes = 0
+
+    # -- receiving -----------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, addr: Endpoint, now: float) -> bool:
+        """Take a DATA datagram of a known direct-link session: open it and deliver it. False when
+        it is not one (the caller gives it to ``OverlayNode.receive_datagram``, which also counts
+        and explains whatever does not open). Never raises."""
+        if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
+            return False
+        entry = self._sessions.get(int.from_bytes(data[2:6], "big"))
+        if entry is None:
+            return False
+        session, link = entry
+        if link.endpoint != addr:
+            return False  # roaming: the node follows the new endpoint
+        try:
+            plaintext = session.open(data, int.from_bytes(data[6:14], "big"), now)
+        except LinkDecodeError:
+            if session.state is SessionState.CLOSED:
+                del self._sessions[session.index]
+            return False
+        self.rx_datagrams += 1
+        self.rx_bytes += len(data)
+        link.last_rx = now
+        link.probe_tries = 0
+        if len(plaintext) >= APP_HEADER and plaintext[0] == KIND_APP:
+            receiver = self.receivers.get(plaintext[1])
+            if receiver is not None:
+                link.last_app = now
+                receiver.app_message(link.peer, plaintext, now)
+                return True
+        self.node.on_plaintext(session, plaintext, addr, now)
+        return True
+
+    def learn(self, session: Session, link: Link) -> None:
+        """``session`` of the direct ``link`` delivered to a receiver: take its later datagrams."""
+        if link.endpoint is not None and session.index not in self._sessions:
+            self._sessions[session.index] = (session, link)
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -72,7 +120,7 @@ class DataPath:
             return 0
         mtus = self.mtus
         if mtus is None:
-            return ASSUMED_PAYLOAD - DATA_OVERHEAD - APP_HEADER
+            return _ASSUMED - DATA_OVERHEAD - APP_HEADER
         if dest not in mtus:
             self._send_probes(link, mtus.start(dest, now), now)
         return mtus.limit(dest) - DATA_OVERHEAD - APP_HEADER
@@ -122,8 +170,11 @@ class DataPath:
     # -- hooks of the node -----------------------------------------------------------------------------
 
     def forget(self, peer: Address) -> None:
+        """The link to ``peer`` is gone."""
         if self.mtus is not None:
             self.mtus.forget(peer)
+        for index in [i for i, (_, link) in self._sessions.items() if link.peer == peer]:
+            del self._sessions[index]
 
     def endpoint_changed(self, link: Link, now: float) -> None:
         if self.mtus is not None and link.peer in self.mtus:

@@ -122,6 +122,8 @@ class UdpDriver:
         self.on_event = on_event
         self.on_too_big = on_too_big
         self.after_batch: list[Callable[[], None]] = []
+        self.fast_receive: Callable[[bytes, Endpoint, float], bool] | None = None
+        """Offered every datagram first (the data path's receive); False hands it to the core."""
         self.loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -149,6 +151,7 @@ class UdpDriver:
         core, sock = self.core, self.sock
         now = self.loop.time()
         recv = sock.recvfrom
+        fast = self.fast_receive
         for _ in range(DRAIN):
             try:
                 data, addr = recv(RECV_BYTES)
@@ -157,7 +160,9 @@ class UdpDriver:
             except OSError as exc:  # ICMP errors surface here (port unreachable): not fatal for UDP
                 log.debug("recvfrom: %s", exc)
                 continue
-            core.receive_datagram(data, (addr[0], addr[1]), now)
+            endpoint = (addr[0], addr[1])
+            if fast is None or not fast(data, endpoint, now):
+                core.receive_datagram(data, endpoint, now)
         for done in self.after_batch:
             done()
         self.flush()
@@ -166,6 +171,7 @@ class UdpDriver:
         core, sock = self.core, self.sock
         now = self.loop.time()
         receive = core.receive_datagram
+        fast = self.fast_receive
         for _ in range(DRAIN):
             try:
                 parts, addr = recv_gro(sock, RECV_BYTES)
@@ -174,11 +180,10 @@ class UdpDriver:
             except OSError as exc:
                 log.debug("recvmsg: %s", exc)
                 continue
-            if len(parts) == 1:
-                receive(parts[0].obj, addr, now)  # type: ignore[arg-type]
-                continue
             for part in parts:
-                receive(part.tobytes(), addr, now)
+                data: bytes = part.obj if len(parts) == 1 else part.tobytes()  # type: ignore[assignment]
+                if fast is None or not fast(data, addr, now):
+                    receive(data, addr, now)
         for done in self.after_batch:
             done()
         self.flush()

@@ -369,6 +369,10 @@ class OverlayNode:
                 del self._lingering[index]
                 self.security.close_session(session)
 
+    def on_plaintext(self, session: Session, plaintext: bytes, path: Path, now: float) -> None:
+        """A datagram of ``session`` that the data path opened (``datapath``)."""
+        self._on_plaintext(session, plaintext, path, now)
+
     def _on_plaintext(self, session: Session, plaintext: bytes, path: Path, now: float) -> None:
         link = self.table.get(session.peer_address)
         if link is None and session.index in self._lingering:
@@ -397,6 +401,7 @@ class OverlayNode:
             link.last_app = now
             receiver = self._receivers.get(plaintext[1])
             if receiver is not None:
+                self.datapath.learn(session, link)
                 receiver.app_message(link.peer, plaintext, now)
                 return
             self.emit(Delivered(link.peer, self._address, plaintext[1], plaintext[2:], 1, True))

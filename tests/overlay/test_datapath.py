@@ -21,6 +21,7 @@ from overlay import (
     PmtuState,
     Service,
 )
+from overlay.wire import Ping
 
 SECRET = b"data path test network secret 0123"
 EA: Endpoint = ("192.0.2.1", 5800)
@@ -204,3 +205,34 @@ def test_probes_and_acknowledgements_that_lie_are_ignored() -> None:
     assert pair.b.counters["tx_datagrams"] == sent_before
     pair.b.datapath.on_probe(link, 0x05, b"\x05\x00", pair.now)  # too short to name a size
     assert pair.b.counters["rx_malformed"] == 1
+
+
+def test_a_learnt_session_is_taken_by_the_fast_receive_and_the_rest_goes_the_ordinary_way() -> None:
+    pair = Pair(1500).linked()
+    collector = Collector()
+    pair.b.datapath.receivers[Service.IPOP] = collector
+    limit = pair.a.datapath.direct_limit(pair.b.address, pair.now)
+    sealed = pair.a.datapath.seal_direct(
+        pair.b.address, Service.IPOP, [b"one", b"two", b"x" * limit], pair.now
+    )
+    assert sealed is not None
+    first, second, third = sealed[1]
+    assert not pair.b.datapath.receive(first, EA, pair.now)  # unknown yet: the node's path ...
+    pair.b.receive_datagram(first, EA, pair.now)  # ... which delivers it and teaches the data path
+    assert pair.b.datapath.receive(second, EA, pair.now)
+    assert not pair.b.datapath.receive(third, ("192.0.2.9", 5800), pair.now)  # another endpoint
+    assert pair.b.datapath.receive(third, EA, pair.now)
+    assert [payload for _, payload in collector.got] == [b"one", b"two", b"x" * limit]
+    assert not pair.b.datapath.receive(second, EA, pair.now)  # a replay does not open
+    pair.b.receive_datagram(second, EA, pair.now)
+    assert pair.b.security.counters["replay"] == 1 and len(collector.got) == 3
+    assert pair.b.datapath.rx_datagrams == 2
+    link = pair.a.table.get(pair.b.address)
+    assert link is not None
+    pair.b.datagrams_to_send(pair.now)
+    pair.a.send_control(link, Ping(7), pair.now)  # control traffic (and probes) of a learnt session too
+    for data, _, _ in pair.a.datagrams_to_send(pair.now):
+        assert pair.b.datapath.receive(data, EA, pair.now)
+    assert pair.b.datagrams_to_send(pair.now)  # the Pong, and the probes' answers
+    pair.b.drop_link(pair.b.table.get(pair.a.address), "test", pair.now)  # type: ignore[arg-type]
+    assert not pair.b.datapath.receive(third, EA, pair.now)
