@@ -296,6 +296,11 @@ class Bench:
                 if node.poll() is not None:
                     self.notes.append(f"ipop node {side} exited at start: {self.log('ipop-' + side)[-400:]}")
                     return out
+            # Both nodes in the ring before any address is claimed: a claim made while node a was
+            # alone must otherwise wait for the DHT to hand it over before node b can look it up.
+            for conf, ns in ((conf_a, self.ns_a), (conf_b, self.ns_b)):
+                with contextlib.suppress(TimeoutError):
+                    wait_until(partial(self.joined, python, env, conf, ns), TRAFFIC_DEADLINE_S, "join")
             out["dhcp_bound_s_p50"] = self.dhcp_p50(f"{self.tag}ia")
             if out["dhcp_bound_s_p50"] is None:
                 for ns, side, ip in ((self.ns_a, "a", IPOP_A), (self.ns_b, "b", IPOP_B)):
@@ -323,6 +328,20 @@ class Bench:
         finally:
             for node in nodes:
                 self.stop(node)
+
+    def joined(self, python: str, env: dict[str, str], conf: Path, ns: str) -> bool:
+        """The node says its overlay has joined the ring."""
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, python, "-m", "ipop", "status", "--json", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=15,
+        )
+        try:
+            return bool(json.loads(proc.stdout)["network"]["joined"])
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def started(self, node: subprocess.Popen[bytes], ns: str, dev: str) -> bool:
         """The node ended, or its TAP device exists."""
