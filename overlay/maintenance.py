@@ -347,9 +347,12 @@ class Maintenance:
             # Hearsay names a node that belongs among our near peers: our view of the ring is off,
             # perhaps by far (concurrent joins leave nodes in a sparse ring of their own). Linking to
             # the nodes we heard of moves us a few places at a time; a probe routed to our own
-            # address lands next to our true place in O(log N) hops.
+            # address lands next to our true place in O(log N) hops. It starts at a peer that is not
+            # one of our near peers: from inside a stray ring greedy routing would stay in it.
             self.next_self_probe = now + SELF_PROBE_S
-            self._join_probe(now)
+            near = set(left) | set(right)
+            others = sorted(link.peer for link in node.table if link.peer not in near and link.direct)
+            self._join_probe(now, via=node.rng.choice(others) if others else None)
         if len(self.known) > KNOWN_MAX:
             ranked = sorted(self.known, key=lambda a: min(clockwise(me, a), clockwise(a, me)))
             for addr in ranked[KNOWN_MAX:]:
