@@ -17,7 +17,9 @@ on every node):
    key tries a random address of its own trial's /16 pool, three tries in all. A *double winner* is a
    race in which two racers were told ``Created`` for the same key; ``create_success_rate`` is the
    share of racers alive at the end of their race that got some key within three tries;
-5. *records lost*: when churn stops and operations drain, every live owner's record is looked up with
+5. *dead links*: every 10 s, the share of the live nodes' links whose peer has died unnoticed (what
+   greedy routing forwards to them is lost: the overlay's failure detection, seen from the DHT);
+6. *records lost*: when churn stops and operations drain, every live owner's record is looked up with
    global knowledge; one that fewer than a majority of its positions hold can no longer be read.
 
 Nothing here reads a clock or a global random generator: a run is a function of the seed.
@@ -109,10 +111,12 @@ class _Tally:
     create_latency: list[float] = field(default_factory=list)
     deaths: int = 0
     joins: int = 0
+    links: int = 0
+    dead_links: int = 0
 
 
 class DhtScenario:
-    """Runs steps 1-5 of the module docstring on ``sim``; :meth:`run` returns the JSON fields."""
+    """Runs steps 1-6 of the module docstring on ``sim``; :meth:`run` returns the JSON fields."""
 
     def __init__(
         self,
@@ -170,6 +174,7 @@ class DhtScenario:
             )
             if elapsed >= self.window_s and self.tally.races >= self.trials:
                 break
+            self._count_dead_links()
             sched.run_for(10.0)
         window = self.cluster.now - start
         msgs1, bytes1 = self.sim.traffic()
@@ -188,6 +193,7 @@ class DhtScenario:
             "dht_window_s": round(window, 1),
             "churn_deaths": t.deaths,
             "churn_joins": t.joins,
+            "dead_link_share": round(t.dead_links / t.links, 4) if t.links else None,
             "create_trials": t.races,
             "create_double_winners": t.double_winners,
             "create_success_rate": round(t.racers_won / t.racers, 4) if t.racers else None,
@@ -205,6 +211,15 @@ class DhtScenario:
             "dht_ownership_lost": self.sim.ownership_lost,
             "dht_stats": stats.as_dict(),
         }
+
+    def _count_dead_links(self) -> None:
+        """How many of the live nodes' links point to a node that has died (and not been noticed yet):
+        greedy routing forwards into them, and what it forwards is lost."""
+        members = self.cluster.members
+        for sd in self.sim:
+            for link in sd.member.node.table:
+                self.tally.links += 1
+                self.tally.dead_links += link.peer not in members
 
     # -- records and churn --------------------------------------------------------------------------
 

@@ -81,4 +81,5 @@ def test_the_simulate_scenario_with_churn_reports_the_issues_fields() -> None:
     assert report["put_success_rate"] > 0.5
     assert report["records_checked"] > 0 and report["records_lost"] <= report["records_checked"]
     assert report["dht_msgs_per_node_s"] > 0
+    assert 0 < report["dead_link_share"] < 0.5, "crashed peers linger in link tables until noticed"
     assert len(sim) == 40, "every crash was replaced"
