@@ -144,3 +144,22 @@ def test_values_are_gone_after_their_ttl_and_a_lapsed_lease_frees_the_key() -> N
     positions = {key_address(b"tmp", i) for i in range(8)}
     assert not any(p in sd.node.store for sd in sim for p in positions), "swept from memory"
     assert isinstance(do(sim, b, lambda n, now: n.create(b"ip:10.250.0.9", b"b", 60, now)), Created)
+
+
+def test_a_run_is_a_function_of_the_seed() -> None:
+    """Two runs with the same seed: the same results at the same simulated instants, the same counters."""
+
+    def run() -> tuple[list[tuple[float, OpResult]], dict[str, int]]:
+        sim = overlay_with_dht(20, seed=15)
+        nodes = stable_nodes(sim)
+        seen: list[tuple[float, OpResult]] = []
+        for i, address in enumerate(nodes[:6]):
+            key = b"k%d" % (i % 3)
+            result = do(
+                sim, address, lambda n, now, k=key, a=address: n.create(k, a.to_bytes(20, "big"), 60, now)
+            )
+            seen.append((sim.cluster.now, result))
+            seen.append((sim.cluster.now, do(sim, nodes[-1], lambda n, now, k=key: n.get(k, now))))
+        return seen, sim.stats().as_dict()
+
+    assert run() == run()
