@@ -36,8 +36,9 @@ from .config import IpopConfig
 from .configfile import resolve_bootstrap
 from .control import ControlServer
 from .logs import node_prefix
+from .overlayport import OverlayPort
 from .state import StateDir
-from .tap import TapPort
+from .vnet import network_components
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,6 @@ SHUTDOWN_GRACE_S = 1.5
 """Components get this long to finish after the stop signal; then the watchdog exits the process
 (status 1, naming the laggards). 1.5 s keeps ``ipop up`` within the 2 s stop that issue 5 promises, with
 room for the interpreter's own exit."""
-
-FALLBACK_MTU = 1280
-"""TAP MTU when ``[network] mtu`` is not given, until the overlay driver computes one from the underlay:
-IPv6's minimum link MTU, which leaves 220 bytes of headroom on a 1500-byte underlay, more than the
-overlay's headers need, so no encapsulated packet is fragmented."""
 
 
 class Component(Protocol):
@@ -81,17 +77,19 @@ class NodeContext:
     """Bootstrap entries whose names did not resolve at start; the overlay driver may retry them with
     ``ipop.configfile.resolve_bootstrap``."""
     components: list[Component] = field(default_factory=list)
+    overlay: OverlayPort | None = None
+    """The node's overlay and DHT (an ``OverlayService`` for the other components), once built."""
 
 
 async def build_components(ctx: NodeContext) -> list[Component]:
     """The node's parts, in start order. This is where the overlay driver, the DHT and the TAP frame
     handler are added (the overlay's UDP driver binds ``ctx.config.node.listen`` and takes
     ``ctx.bootstrap``; control commands are registered on ``ctx.control``)."""
-    components: list[Component] = []
-    network = ctx.config.network
-    if network is not None:
-        mtu = network.mtu if network.mtu is not None else FALLBACK_MTU
-        components.append(TapPort(network.device, mtu=mtu, mac=ctx.state.tap_mac()))
+    overlay = OverlayPort(ctx)
+    ctx.overlay = overlay
+    components: list[Component] = [overlay]
+    if ctx.config.network is not None:
+        components += network_components(ctx.config, ctx.state, overlay, lambda: overlay.joined)
     return components
 
 

@@ -7,23 +7,32 @@ the descriptor and, on each wake-up, a drain loop that reads up to ``max_frames`
 over as one list. That is the design measured fastest here (a wake-up per frame costs more than the
 frame); see issue 5's figures.
 
-Offloads (issue 7) enter through one seam: ``IFF_VNET_HDR`` prefixes every frame read and written with a
-``virtio_net_hdr`` so that the kernel can hand over 64 KiB TCP segments unsplit. :data:`TAP_FLAGS` and
-:attr:`TapDevice.frame_offset` are where that changes: set the flag (and ``TUNSETVNETHDRSZ`` /
-``TUNSETOFFLOAD`` after opening), make ``frame_offset`` the header length, and size reads for 64 KiB.
-Until then frames are plain Ethernet and ``frame_offset`` is 0.
+Offloads (issue 7): ``TapDevice.open(..., offload=True)`` opens the device with ``IFF_VNET_HDR``, so
+that every frame read and written starts with a 10-byte ``virtio_net_hdr`` (``vnproto.VirtioNetHdr``),
+tells the kernel that header is little-endian (``TUNSETVNETLE``) and 10 bytes long
+(``TUNSETVNETHDRSZ``), and enables offloads with ``TUNSETOFFLOAD``: checksums, TSO for IPv4 and IPv6
+(with ECN), and USO (UDP segmentation, Linux 6.2+) where offered. The kernel then hands over TCP
+"super-frames" of up to 64 KiB with their checksums left partial, and accepts such frames back. The
+kernel refuses feature bits it does not know with EINVAL, so the sets are tried from the richest down
+(:data:`OFFLOAD_LEVELS`), and where even the header is refused the device is re-opened plain; either
+way the log says what was enabled, and :attr:`TapDevice.offloads` and :attr:`TapDevice.frame_offset`
+(10 with the header, 0 without) tell the node what it got.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
+import struct
 from collections import Counter
 from typing import Any, Protocol
 
 import pytun
+
+from vnproto import VNET_HDR_LEN
 
 from .state import format_mac
 
@@ -35,6 +44,44 @@ TAP_FLAGS = pytun.IFF_TAP | pytun.IFF_NO_PI
 ETHERNET_OVERHEAD = 18
 """Bytes of a frame beyond the MTU: 14 of Ethernet header plus 4 of an 802.1Q tag, which the kernel may
 send on a TAP device. Reads are sized MTU + this, so that no frame is ever truncated."""
+
+TUNSETOFFLOAD = 0x400454D0
+"""``_IOW('T', 208, unsigned int)``; the feature bits are the argument itself, not a pointer."""
+TUNSETVNETHDRSZ = 0x400454D8
+"""``_IOW('T', 216, int)``: the size of the header before each frame (10, without num_buffers)."""
+TUNSETVNETLE = 0x400454DC
+"""``_IOW('T', 220, int)``: the header's integers are little-endian whatever the host's byte order."""
+
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+"""USO4/USO6 (Linux 6.2): UDP datagrams sent with UDP_SEGMENT arrive as one frame (GSO type UDP_L4).
+TUN_F_UFO (0x10, UDP fragmentation) is never asked for: the underlay must not carry fragments."""
+
+OFFLOAD_NAMES = {
+    TUN_F_CSUM: "csum",
+    TUN_F_TSO4: "tso4",
+    TUN_F_TSO6: "tso6",
+    TUN_F_TSO_ECN: "tso_ecn",
+    TUN_F_USO4: "uso4",
+    TUN_F_USO6: "uso6",
+}
+
+OFFLOAD_LEVELS = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+)
+"""Feature sets tried in turn until the kernel accepts one: the kernel answers EINVAL to any bit it
+does not know (USO before 6.2), and TSO needs CSUM. Checksum offload alone still spares the node the
+checksums of every frame it reads."""
+
+MAX_OFFLOAD_FRAME = 65535 + ETHERNET_OVERHEAD
+"""The largest frame a TAP with TSO hands over: an IP packet of 64 KiB with its Ethernet header."""
 
 DRAIN_FRAMES = 64
 """Frames read per wake-up at most: enough to amortise the wake-up (a few µs) over many frames, few
@@ -49,29 +96,47 @@ class TapDevice:
     """An open TAP device. Create with :meth:`open`; :meth:`close` removes the device (it is not
     persistent, so the kernel also removes it when the process ends)."""
 
-    __slots__ = ("_dev", "_fd", "_read_size", "counters", "frame_offset", "mac", "mtu", "name")
+    __slots__ = ("_dev", "_fd", "_read_size", "counters", "frame_offset", "mac", "mtu", "name", "offloads")
 
-    def __init__(self, dev: Any, name: str, mtu: int, mac: bytes) -> None:
+    def __init__(self, dev: Any, name: str, mtu: int, mac: bytes, offloads: int = 0) -> None:
         self._dev = dev
         self._fd: int = dev.fileno()
         self.name = name
         self.mtu = mtu
         self.mac = mac
-        self.frame_offset = 0
-        """Bytes before the Ethernet header in each frame (the virtio_net_hdr once offloads are on)."""
-        self._read_size = mtu + ETHERNET_OVERHEAD
+        self.offloads = offloads
+        """The TUN_F_* bits the kernel accepted (0: a plain device, no virtio-net header)."""
+        self.frame_offset = VNET_HDR_LEN if offloads else 0
+        """Bytes before the Ethernet header in each frame: the virtio_net_hdr when offloads are on."""
+        self._read_size = self._size_for(mtu)
         self.counters: Counter[str] = Counter()
 
+    def _size_for(self, mtu: int) -> int:
+        if self.offloads & (TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6):
+            return VNET_HDR_LEN + max(MAX_OFFLOAD_FRAME, mtu + ETHERNET_OVERHEAD)
+        return self.frame_offset + mtu + ETHERNET_OVERHEAD
+
+    @property
+    def offload_names(self) -> list[str]:
+        """The accepted offloads by name, e.g. ``["csum", "tso4", "tso6", "tso_ecn"]``."""
+        return [text for bit, text in OFFLOAD_NAMES.items() if self.offloads & bit]
+
     @classmethod
-    def open(cls, name: str, *, mtu: int, mac: bytes) -> TapDevice:
+    def open(cls, name: str, *, mtu: int, mac: bytes, offload: bool = False) -> TapDevice:
         """Create TAP device ``name`` with ``mtu`` and ``mac`` (6 bytes), bring it up, and make its
-        descriptor non-blocking and not inherited by child processes."""
+        descriptor non-blocking and not inherited by child processes. With ``offload``, ask for the
+        virtio-net header and offloads (see the module's docstring); where the kernel refuses them the
+        device is plain, and the log says so."""
         if len(mac) != 6:
             raise ValueError("a MAC address has 6 bytes")
-        try:
-            dev = pytun.TunTapDevice(name=name, flags=TAP_FLAGS)
-        except pytun.Error as exc:
-            raise TapError(f"cannot create TAP device {name}: {_reason(exc, name)}") from None
+        dev, offloads = None, 0
+        if offload:
+            dev, offloads = _open_with_offloads(name)
+        if dev is None:
+            try:
+                dev = pytun.TunTapDevice(name=name, flags=TAP_FLAGS)
+            except pytun.Error as exc:
+                raise TapError(f"cannot create TAP device {name}: {_reason(exc, name)}") from None
         try:
             dev.hwaddr = mac
             dev.mtu = mtu
@@ -82,8 +147,15 @@ class TapDevice:
         fd = dev.fileno()
         os.set_blocking(fd, False)
         os.set_inheritable(fd, False)
-        log.info("TAP device %s up: MAC %s, MTU %d", dev.name, format_mac(mac), mtu)
-        return cls(dev, dev.name, mtu, mac)
+        tap = cls(dev, dev.name, mtu, mac, offloads)
+        log.info(
+            "TAP device %s up: MAC %s, MTU %d, offloads %s",
+            dev.name,
+            format_mac(mac),
+            mtu,
+            ",".join(tap.offload_names) or "none",
+        )
+        return tap
 
     def fileno(self) -> int:
         return self._fd
@@ -95,7 +167,7 @@ class TapDevice:
         except pytun.Error as exc:
             raise TapError(f"cannot set the MTU of {self.name} to {mtu}: {_reason(exc, self.name)}") from None
         self.mtu = mtu
-        self._read_size = mtu + ETHERNET_OVERHEAD
+        self._read_size = self._size_for(mtu)
         log.info("TAP device %s: MTU %d", self.name, mtu)
 
     def read_many(self, max_frames: int = DRAIN_FRAMES) -> list[bytes]:
@@ -135,6 +207,42 @@ class TapDevice:
             log.info("TAP device %s closed", self.name)
 
 
+def _open_with_offloads(name: str) -> tuple[Any, int]:
+    """The device opened with the virtio-net header and the richest offload set the kernel accepts,
+    or ``(None, 0)`` when it refuses the header itself (the caller opens it plain)."""
+    try:
+        dev = pytun.TunTapDevice(name=name, flags=TAP_FLAGS | pytun.IFF_VNET_HDR)
+    except pytun.Error as exc:
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+        if code in (errno.EPERM, errno.EACCES, errno.EBUSY):
+            raise TapError(f"cannot create TAP device {name}: {_reason(exc, name)}") from None
+        log.warning("TAP device %s: IFF_VNET_HDR refused (%s); running without offloads", name, exc)
+        return None, 0
+    fd = dev.fileno()
+    try:
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+        fcntl.ioctl(fd, TUNSETVNETLE, struct.pack("i", 1))
+    except OSError as exc:
+        dev.close()
+        log.warning(
+            "TAP device %s: virtio-net header set-up refused (%s); running without offloads", name, exc
+        )
+        return None, 0
+    for level in OFFLOAD_LEVELS:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, level)
+        except OSError as exc:
+            log.info("TAP device %s: offloads %#x refused (%s); trying fewer", name, level, exc.strerror)
+            continue
+        if level != OFFLOAD_LEVELS[0]:
+            missing = [t for b, t in OFFLOAD_NAMES.items() if OFFLOAD_LEVELS[0] & b and not level & b]
+            log.warning("TAP device %s: the kernel does not offer %s", name, ", ".join(missing))
+        return dev, level
+    dev.close()
+    log.warning("TAP device %s: the kernel refused every offload; running without them", name)
+    return None, 0
+
+
 def _reason(exc: pytun.Error, name: str) -> str:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     text = os.strerror(code) if code is not None else str(exc)
@@ -172,8 +280,9 @@ class TapPort:
         mac: bytes,
         handler: FrameHandler | None = None,
         max_frames: int = DRAIN_FRAMES,
+        offload: bool = False,
     ) -> None:
-        self.device = TapDevice.open(device, mtu=mtu, mac=mac)
+        self.device = TapDevice.open(device, mtu=mtu, mac=mac, offload=offload)
         self.handler = handler
         self.max_frames = max_frames
         self.counters: Counter[str] = Counter()
@@ -214,6 +323,7 @@ class TapPort:
             "device": self.device.name,
             "mac": format_mac(self.device.mac),
             "mtu": self.device.mtu,
+            "offloads": self.device.offload_names,
             **self.counters,
             **self.device.counters,
         }

@@ -1,5 +1,6 @@
 """The structured ring overlay: self-certifying addresses, secure links, the connection table, greedy
-routing, maintenance, the UDP driver and the discrete-event simulator."""
+routing, maintenance, the UDP driver and the discrete-event simulator; per-link path MTU discovery and
+the UDP socket options of a fast data plane (DF probing, UDP_SEGMENT, UDP_GRO)."""
 
 from .address import (
     ADDRESS_BITS,
@@ -19,6 +20,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
+from .driver import UdpDriver, interface_addresses, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
     Endpoint,
@@ -55,6 +57,8 @@ from .linkwire import (
     SUITE_CHACHA20_POLY1305,
     LinkDecodeError,
 )
+from .node import OverlayNode
+from .pmtu import IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD, PathMtu, PmtuConfig, PmtuState
 from .replay import REPLAY_WINDOW, ReplayWindow
 from .sim import (
     BROADCAST,
@@ -70,8 +74,22 @@ from .sim import (
     Scheduler,
     SimHost,
 )
+from .udpopts import (
+    UDP_MAX_SEGMENTS,
+    enable_gro,
+    gso_supported,
+    path_mtu,
+    recv_gro,
+    send_segments,
+    set_pmtu_discover,
+)
 
 __all__ = [
+    "OverlayNode",
+    "UdpDriver",
+    "interface_addresses",
+    "open_udp_socket",
+    "parse_endpoint",
     "ADDRESS_BITS",
     "ADDRESS_BYTES",
     "DATA_OVERHEAD",
@@ -135,4 +153,16 @@ __all__ = [
     "Network",
     "Scheduler",
     "SimHost",
+    "IPV4_UDP_OVERHEAD",
+    "IPV6_UDP_OVERHEAD",
+    "UDP_MAX_SEGMENTS",
+    "PathMtu",
+    "PmtuConfig",
+    "PmtuState",
+    "enable_gro",
+    "gso_supported",
+    "path_mtu",
+    "recv_gro",
+    "send_segments",
+    "set_pmtu_discover",
 ]

@@ -79,6 +79,9 @@ STABILISE_S = 300.0
 """Even with nothing lost, probe both sides of the ring this often: a safety net for any inconsistency
 that neighbour lists did not reveal (it costs two routed messages per node per five minutes)."""
 
+SELF_PROBE_S = 5.0
+"""At most one probe for our own place per this many seconds when hearsay says our view is off."""
+
 SUPERSEDED_QUIET_S = 15.0
 """A session that is not the preferred one of its link is closed after this long without traffic either
 way: longer than a keepalive round trip with retries, so the peer has switched to the preferred one."""
@@ -109,6 +112,7 @@ class Maintenance:
         self.join_answered = self.state == JOINED
         self.join_attempts: set[int] = set()
         self.next_stabilise = now + STABILISE_S
+        self.next_self_probe = now
         node.set_timer(now, "tick", None)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -331,10 +335,21 @@ class Maintenance:
     def learn(self, entries: tuple[Neighbour, ...], now: float) -> None:
         node = self.node
         me = node.address
+        k = node.config.near_per_side
+        left, right = node.table.left(k), node.table.right(k)
+        misplaced = False
         for entry in entries:
             if entry.address == me or node.table.get(entry.address) is not None:
                 continue
             self.known[entry.address] = (entry.candidates, now)
+            misplaced = misplaced or _belongs_among(me, entry.address, left, right, k)
+        if misplaced and self.state == JOINED and now >= self.next_self_probe:
+            # Hearsay names a node that belongs among our near peers: our view of the ring is off,
+            # perhaps by far (concurrent joins leave nodes in a sparse ring of their own). Linking to
+            # the nodes we heard of moves us a few places at a time; a probe routed to our own
+            # address lands next to our true place in O(log N) hops.
+            self.next_self_probe = now + SELF_PROBE_S
+            self._join_probe(now)
         if len(self.known) > KNOWN_MAX:
             ranked = sorted(self.known, key=lambda a: min(clockwise(me, a), clockwise(a, me)))
             for addr in ranked[KNOWN_MAX:]:
@@ -499,3 +514,10 @@ class Maintenance:
         self.traffic[dest] = (start, count)
         if count == self.node.config.shortcut_after_messages and dest not in self.failed:
             self.node.connector.connect_address(dest, SHORTCUT, now)
+
+
+def _belongs_among(me: int, addr: int, left: list[Address], right: list[Address], k: int) -> bool:
+    """Would ``addr`` be one of our ``k`` nearest on its side of the ring?"""
+    right_limit = clockwise(me, right[-1]) if len(right) >= k else RING
+    left_limit = clockwise(left[-1], me) if len(left) >= k else RING
+    return clockwise(me, addr) < right_limit or clockwise(addr, me) < left_limit

@@ -1,5 +1,6 @@
 """Frames and local protocols: Ethernet, ARP, IPv4, UDP, ICMP, TCP (MSS), DHCP and DNS as pure codecs
-and responders. The lowest layer: it imports no other package of the project.
+and responders; the virtio-net header of offloading TAP devices, with TCP/UDP segmentation and TCP
+coalescing of its GSO frames. The lowest layer: it imports no other package of the project.
 
 Decoders raise only :class:`DecodeError`. The responders (:class:`ArpResponder`, :class:`DhcpServer`,
 :class:`DnsResponder`) are sans-IO: bytes and ``now`` in, actions out; whatever needs the DHT comes out
@@ -9,6 +10,7 @@ as a request the node answers later.
 from .arp import UNSPECIFIED, ArpOp, ArpPacket
 from .arp_responder import ArpAction, ArpResponder, GratuitousArp, NeighbourSeen, ProbeSeen
 from .checksum import checksum_update, internet_checksum, ones_complement_sum
+from .coalesce import coalesce
 from .dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
@@ -60,10 +62,30 @@ from .icmp import (
     needs_fragmentation,
 )
 from .ipv4 import IpProto, IPv4Packet, pseudo_header_sum
+from .segment import complete_checksum, segment
 from .tcp import clamp_mss, clamp_mss_frame, mss_for_mtu, tcp_mss
 from .udp import UdpDatagram, UdpFrame, decode_udp_frame, udp_frame, udp_ports
+from .virtio import (
+    GSO_ECN,
+    NO_OFFLOAD,
+    VNET_HDR_LEN,
+    GsoType,
+    VirtioNetHdr,
+    VnetFlag,
+    vnet_fields,
+)
 
 __all__ = [
+    "GSO_ECN",
+    "NO_OFFLOAD",
+    "VNET_HDR_LEN",
+    "GsoType",
+    "VirtioNetHdr",
+    "VnetFlag",
+    "coalesce",
+    "complete_checksum",
+    "segment",
+    "vnet_fields",
     "BOOTREPLY",
     "BOOTREQUEST",
     "BROADCAST_MAC",

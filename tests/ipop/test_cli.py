@@ -148,14 +148,14 @@ def test_usage_errors_exit_2_without_traceback() -> None:
 @pytest.mark.system
 def test_up_with_a_network_section_opens_the_tap_device(netlab: Lab, tmp_path: Path) -> None:
     ns = netlab.netns("up")
-    config = write_config(tmp_path, extra="[network]\ndevice = 'ipop9'\nmtu = 1300\n")
+    config = write_config(tmp_path, extra="[network]\ndevice = 'ipop9'\nmtu = 1200\n")
     node = netlab.start("n1", [*IPOP, "up", "-c", str(config)], ns=ns, env=ENV)
     status = wait_for(lambda: status_json(config), 20, "status of the node in the namespace")
     mac = (tmp_path / "state-n1" / MAC_FILE).read_text().strip()
     assert status["node"]["namespace"] == "default"
-    assert status["tap"]["device"] == "ipop9" and status["tap"]["mac"] == mac and status["tap"]["mtu"] == 1300
+    assert status["tap"]["device"] == "ipop9" and status["tap"]["mac"] == mac and status["tap"]["mtu"] == 1200
     link = json.loads(netlab.ip(ns, "-j", "link", "show", "ipop9"))[0]
-    assert (link["address"], link["mtu"]) == (mac, 1300)
+    assert (link["address"], link["mtu"]) == (mac, 1200)
     assert stop_and_time(node, signal.SIGTERM) < STOP_LIMIT_S
     assert node.popen.returncode == 0 and "Traceback" not in node.stderr()
     assert "ipop9" not in netlab.ip(ns, "-br", "link")
@@ -218,13 +218,22 @@ async def test_dht_commands_go_through_the_control_socket(
     assert calls[4] == ("dht.delete", {"key": "ns:x", "value": "one"})
 
 
-def test_dht_against_a_node_without_a_dht(plab: Lab, tmp_path: Path) -> None:
+def test_dht_commands_on_the_first_node_of_a_new_overlay(plab: Lab, tmp_path: Path) -> None:
+    """A lone node holds every key itself: put, get, create (twice: the second is refused), delete."""
     config = write_config(tmp_path)
     plab.start("n1", [*IPOP, "up", "-c", str(config)], env=ENV)
     wait_for(lambda: status_json(config), 20, "the node")
-    done = ipop("dht", "get", "k", "-c", str(config))
-    assert done.returncode == 1
-    assert done.stderr.startswith("ipop dht get: unknown command 'dht.get' (commands: commands, status")
+    c = str(config)
+    assert ipop("dht", "put", "colour", "blue", "--ttl", "600", "-c", c).returncode == 0
+    got = ipop("dht", "get", "colour", "-c", c, "--json")
+    assert got.returncode == 0, got.stderr
+    assert [v["value"] for v in json.loads(got.stdout)] == ["blue"]
+    assert ipop("dht", "create", "name", "mine", "--ttl", "600", "-c", c).returncode == 0
+    again = ipop("dht", "create", "name", "mine", "--ttl", "600", "-c", c)
+    assert again.returncode == 0 or "owned" in again.stderr
+    assert ipop("dht", "delete", "colour", "blue", "-c", c).returncode == 0
+    gone = ipop("dht", "get", "colour", "-c", c)
+    assert gone.returncode == 1 and "no value under 'colour'" in gone.stderr
 
 
 def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest.CaptureFixture[str]) -> None:

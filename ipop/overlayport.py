@@ -1,0 +1,300 @@
+"""I/O. The overlay and its DHT, running for real: one UDP socket, one ``OverlayNode``, one ``DhtNode``.
+
+``OverlayPort`` is the component that ``ipop up`` runs for every node (a pure overlay node such as a
+bootstrap node has only this one). It binds ``[node] listen``, drives the overlay core with
+``overlay.UdpDriver``, hosts a ``DhtNode`` on it (its own timer on the event loop) and offers the node's
+other components the :class:`OverlayService` seam: send a payload to an overlay address, subscribe to a
+service's messages, and the DHT as awaitable operations. It registers the ``dht.*`` control commands and
+puts the overlay's view (links, ring neighbours, N estimate, NAT, counters) in ``ipop status``.
+
+On stop it says goodbye to every peer (``Close``), so that they repair the ring at once instead of
+waiting for keepalives to time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dht import (
+    AlreadyOwned,
+    Created,
+    Deleted,
+    DhtClient,
+    DhtConfig,
+    DhtNode,
+    Failed,
+    OpResult,
+    OwnershipLost,
+    Stored,
+    Values,
+)
+from overlay import (
+    DATA_OVERHEAD,
+    Address,
+    Delivered,
+    JoinStateChanged,
+    NeighboursChanged,
+    OverlayEvent,
+    OverlayNode,
+    Service,
+    UdpDriver,
+    Undeliverable,
+    interface_addresses,
+    open_udp_socket,
+)
+
+from .control import ControlError
+
+if TYPE_CHECKING:
+    from .runtime import NodeContext
+
+log = logging.getLogger(__name__)
+
+UNDERLAY_MTU = 1500
+"""The underlay's MTU assumed until path MTU discovery measures it (Ethernet's, the internet's usual)."""
+
+UDP_IP_HEADERS = 48
+"""IPv6 + UDP headers (IPv4 needs 28): the worst case of the underlay's own headers."""
+
+ROUTED_OVERHEAD = 64 + 20
+"""A routed message's header with a via address (64 bytes), plus the relay address a tunnelled link
+adds."""
+
+PAYLOAD_MTU = UNDERLAY_MTU - UDP_IP_HEADERS - 2 * (DATA_OVERHEAD + ROUTED_OVERHEAD)
+"""The largest payload :meth:`OverlayPort.send` carries without fragmenting on the underlay, whatever
+the path: routed over a link that is itself tunnelled through the overlay (two seals, two headers)."""
+
+
+class OverlayService(Protocol):
+    """What the node's other components (the TAP handler) use of the overlay."""
+
+    @property
+    def address(self) -> Address: ...
+
+    @property
+    def dht(self) -> DhtClient: ...
+
+    @property
+    def payload_mtu(self) -> int: ...
+
+    def send(self, dest: Address, service: int, payload: bytes) -> None: ...
+
+    def subscribe(self, service: int, handler: Callable[[Delivered], None]) -> None: ...
+
+    def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None: ...
+
+
+class OverlayPort:
+    """The running overlay node and DHT of ``ipop up`` (see the module docstring)."""
+
+    name = "overlay"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        config = ctx.config
+        self.config = replace(config.overlay, bootstrap=ctx.bootstrap)
+        host, port = config.node.listen
+        self.sock = open_udp_socket(host, port)
+        bound = self.sock.getsockname()[1]
+        hosts = [host] if host not in ("0.0.0.0", "::") else interface_addresses()
+        rng = random.SystemRandom()
+        self.node = OverlayNode(
+            ctx.identity,
+            self.config,
+            rng,
+            self.loop.time(),
+            local_endpoints=tuple((h, bound) for h in hosts),
+            suite=config.overlay_options.suite,
+        )
+        self.node.log_prefix = ""  # the node's log prefix already names it
+        self.dht_node = DhtNode(self.node, ctx.identity, DhtConfig(), rng)
+        self._handlers: dict[int, list[Callable[[Delivered], None]]] = {}
+        self._undeliverable: list[Callable[[Undeliverable], None]] = []
+        self._dht_timer: asyncio.TimerHandle | None = None
+        self._dht_timer_at: float | None = None
+        self._flush_scheduled = False
+        self._join_state = "joined" if not self.config.bootstrap else "bootstrapping"
+        self._dht = DhtClient(self.dht_node, self.loop.time, self._schedule_flush)
+        self.driver = UdpDriver(self.node, self.sock, on_event=self._on_event)
+        log.info("overlay listening on %s:%d", host, bound)
+        for cmd, handler in (
+            ("dht.get", self._cmd_get),
+            ("dht.put", self._cmd_put),
+            ("dht.create", self._cmd_create),
+            ("dht.delete", self._cmd_delete),
+        ):
+            ctx.control.register(cmd, handler)
+
+    # -- the OverlayService seam ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        return self.node.address
+
+    @property
+    def dht(self) -> DhtClient:
+        return self._dht
+
+    @property
+    def payload_mtu(self) -> int:
+        return PAYLOAD_MTU
+
+    @property
+    def joined(self) -> bool:
+        """Whether the overlay has joined the ring (always, for the first node of a new overlay): the
+        virtual network claims addresses only then, so that a node that reaches no one (or holds the
+        wrong secret) never hands out an address that the rest of the network does not know about."""
+        return self._join_state == "joined"
+
+    @property
+    def local_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def send(self, dest: Address, service: int, payload: bytes) -> None:
+        self.node.send(dest, service, payload, self.loop.time())
+        self.driver.flush()
+
+    def subscribe(self, service: int, handler: Callable[[Delivered], None]) -> None:
+        if service in (Service.OVERLAY, Service.TUNNEL, Service.DHT):
+            raise ValueError(f"service {service} belongs to the overlay itself")
+        self._handlers.setdefault(service, []).append(handler)
+
+    def subscribe_undeliverable(self, handler: Callable[[Undeliverable], None]) -> None:
+        self._undeliverable.append(handler)
+
+    # -- the component -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await asyncio.Event().wait()  # everything happens in callbacks; this only waits for the stop
+        finally:
+            self._dht.close()
+            if self._dht_timer is not None:
+                self._dht_timer.cancel()
+            self.node.close(self.loop.time())
+            self.driver.close()  # flushes the Close messages first
+
+    def status(self) -> dict[str, Any]:
+        status = self.node.status(self.loop.time())
+        status["listen_port"] = self.local_port
+        status["dht"] = self.dht_node.stats.as_dict()
+        return status
+
+    # -- events and timers ---------------------------------------------------------------------------
+
+    def _on_event(self, event: OverlayEvent) -> None:
+        now = self.loop.time()
+        if isinstance(event, Delivered):
+            if event.service == Service.DHT:
+                self.dht_node.handle_delivered(event, now)
+                self._flush_dht()
+                return
+            for handler in self._handlers.get(event.service, ()):
+                handler(event)
+        elif isinstance(event, NeighboursChanged):
+            self.dht_node.handle_neighbours(event, now)
+            self._flush_dht()
+        elif isinstance(event, Undeliverable):
+            for undeliverable in self._undeliverable:
+                undeliverable(event)
+        elif isinstance(event, JoinStateChanged):
+            self._join_state = event.state
+            log.info("overlay %s: %s", event.state, event.detail)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_from_loop)
+
+    def _flush_from_loop(self) -> None:
+        self._flush_scheduled = False
+        self._flush_dht()
+        self.driver.flush()
+
+    def _flush_dht(self) -> None:
+        """Hand the DHT's events to their awaiters and re-arm its timer. What it sent went into the
+        overlay core; the driver flushes that when this event's handling ends."""
+        while (event := self.dht_node.next_event()) is not None:
+            if not self._dht.dispatch(event) and isinstance(event, OwnershipLost):
+                log.warning("DHT: lost ownership of %r", event)
+        deadline = self.dht_node.get_timer()
+        if deadline != self._dht_timer_at:
+            if self._dht_timer is not None:
+                self._dht_timer.cancel()
+            self._dht_timer = None if deadline is None else self.loop.call_at(deadline, self._dht_fire)
+            self._dht_timer_at = deadline
+
+    def _dht_fire(self) -> None:
+        self._dht_timer = None
+        self._dht_timer_at = None
+        self.dht_node.handle_timer(self.loop.time())
+        self._flush_dht()
+        self.driver.flush()
+
+    # -- control commands ----------------------------------------------------------------------------
+
+    async def _cmd_get(self, args: dict[str, Any]) -> Any:
+        result = await self._dht.get(_key(args))
+        if isinstance(result, Values):
+            return [
+                {
+                    "value": _text(v.value),
+                    "owner": v.owner.hex()[:16],
+                    "ttl": round(v.ttl, 1),
+                    "kind": str(v.kind),
+                }
+                for v in result.values
+            ]
+        return _answer(result)
+
+    async def _cmd_put(self, args: dict[str, Any]) -> Any:
+        return _answer(await self._dht.put(_key(args), _value(args), _ttl(args)))
+
+    async def _cmd_create(self, args: dict[str, Any]) -> Any:
+        return _answer(await self._dht.create(_key(args), _value(args), _ttl(args)))
+
+    async def _cmd_delete(self, args: dict[str, Any]) -> Any:
+        return _answer(await self._dht.delete(_key(args), _value(args)))
+
+
+def _key(args: dict[str, Any]) -> bytes:
+    key = args.get("key")
+    if not isinstance(key, str) or not key:
+        raise ControlError("key: a non-empty string is required")
+    return key.encode()
+
+
+def _value(args: dict[str, Any]) -> bytes:
+    value = args.get("value")
+    if not isinstance(value, str):
+        raise ControlError("value: a string is required")
+    return value.encode()
+
+
+def _ttl(args: dict[str, Any]) -> int:
+    ttl = args.get("ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+        raise ControlError("ttl: a positive number of seconds is required")
+    return max(1, round(ttl))
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _answer(result: OpResult) -> dict[str, Any]:
+    if isinstance(result, Failed):
+        raise ControlError(f"{result.reason}: {result.detail}")
+    if isinstance(result, AlreadyOwned):
+        raise ControlError(f"{_text(result.key)} is owned by another node ({result.owner.hex()[:16]})")
+    if isinstance(result, Created | Stored):
+        return {"key": _text(result.key), "value": _text(result.value), "ttl": result.ttl}
+    if isinstance(result, Deleted):
+        return {"key": _text(result.key), "deleted": _text(result.value)}
+    return {"result": repr(result)}
