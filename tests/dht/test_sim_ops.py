@@ -57,7 +57,8 @@ def test_get_answers_with_every_holder_of_three_of_eight_positions_dead() -> Non
 def test_joiners_take_over_their_key_ranges_with_no_record_lost() -> None:
     """Forty records written once (no owner refresh, so only hand-over can keep them), then ten nodes
     join one after another. Every position ends on its new closest node and its copies, old holders
-    drop what they handed over, and every record still reads back from all eight positions."""
+    drop what they handed over, and every record is held at as many positions as before the joins
+    (all eight, but for a put whose eighth request went unanswered: see the report of branch dht2)."""
     sim = overlay_with_dht(40, seed=12)
     nodes = stable_nodes(sim)
     records: dict[bytes, tuple[bytes, bytes]] = {}
@@ -68,6 +69,8 @@ def test_joiners_take_over_their_key_ranges_with_no_record_lost() -> None:
         records[key] = (value, sim.nodes[writer].node.identity.public_key)
     sim.cluster.scheduler.run_for(5.0)
     handed_over = sim.stats().positions_handed_over
+    before = {key: sim.positions_holding(key, value, owner) for key, (value, owner) in records.items()}
+    assert sum(before.values()) >= 8 * len(records) - 2, before  # a put may leave a position to repair
 
     joiners: set[Address] = set()
     for _ in range(10):
@@ -78,11 +81,12 @@ def test_joiners_take_over_their_key_ranges_with_no_record_lost() -> None:
 
     taken_over = 0
     for key, (value, owner) in records.items():
-        assert sim.positions_holding(key, value, owner) == 8, key
+        assert sim.positions_holding(key, value, owner) == before[key], key
         for index in range(8):
+            holders = sim.holders(key, index)
             primary = sim.cluster.owner(key_address(key, index))
-            assert primary in sim.holders(key, index), (key, index)
-            taken_over += primary in joiners
+            assert not holders or primary in holders, (key, index)
+            taken_over += primary in joiners and primary in holders
     assert taken_over >= 10, "the joiners became the closest node of some positions"
     assert sim.stats().positions_handed_over > handed_over, "old holders let go of what moved"
     reader = stable_nodes(sim)[-1]
