@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .address import RING, Address, clockwise, short
 from .events import Endpoint, JoinStateChanged, NeighboursChanged
 from .table import FAR, LEAF, NEAR, SHORTCUT, Link
-from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Ping, Roles
+from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Roles
 
 if TYPE_CHECKING:
     from .node import OverlayNode
@@ -275,7 +275,7 @@ class Maintenance:
             node.connector.connect_address(Address(position), NEAR, now, exact=False)
 
     def link_established(self, link: Link, role: int, now: float) -> None:
-        self.watch(link, now)
+        self.node.liveness.watch(link, now)
         if role & LEAF and self.state == JOINED:
             self._join_probe(now, via=link.peer)
 
@@ -460,39 +460,11 @@ class Maintenance:
             # The peer thinks we are its ring neighbour but we know closer nodes: tell it about them.
             self.node.send_control(link, Neighbours(self.neighbour_list()), now)
 
-    # -- liveness ------------------------------------------------------------------------------------
+    # -- liveness (``liveness`` decides; here is what a lost peer leaves behind) -----------------------
 
-    def check_link(self, peer: int, now: float) -> None:
-        node = self.node
-        link = node.table.get(peer)
-        if link is None or now < link.next_check:
-            return
-        config = node.config
-        idle = now - link.last_rx
-        if idle < config.keepalive_s:
-            link.probe_tries = 0
-            # Due when the link has been quiet for keepalive_s (strictly later than now, as idle < it);
-            # a little jitter keeps the two ends from pinging each other in the same instant.
-            self._arm(link, link.last_rx + config.keepalive_s * (1.0 + 0.05 * node.rng.random()))
-            return
-        if link.probe_tries >= config.probe_retries:
-            self._lost(link, now)
-            node.drop_link(link, f"no answer for {idle:.0f} s", now)
-            return
-        link.probe_tries += 1
-        link.probe_nonce = node.rng.getrandbits(32)
-        link.probe_sent = now
-        node.send_control(link, Ping(link.probe_nonce), now)
-        self._arm(link, now + 2 ** (link.probe_tries - 1))
-
-    def _arm(self, link: Link, when: float) -> None:
-        link.next_check = when
-        self.node.set_timer(when, "link", link.peer)
-
-    def watch(self, link: Link, now: float) -> None:
-        self._arm(link, now + self.node.config.keepalive_s)
-
-    def _lost(self, link: Link, now: float) -> None:
+    def lost_link(self, link: Link, now: float) -> None:
+        """Remember a peer that died on us, to probe it now and then: after a partition heals, such
+        probes bring the two rings back together."""
         if link.endpoint is not None:
             self.lost[link.peer] = (link.endpoint, now)
             if len(self.lost) > LOST_MAX:
