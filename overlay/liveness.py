@@ -77,8 +77,11 @@ class Liveness:
             return
         if link.probe_sent and link.last_rx >= link.probe_sent:
             link.probe_sent, link.probe_tries = 0.0, 0  # answered (by the pong or anything else)
+            node.suspects.discard(link.peer)
             self._arm(link, link.last_rx + interval)
             return
+        if link.probe_sent:
+            node.suspects.add(link.peer)  # a probe went unanswered: route around it meanwhile
         if link.probe_tries >= node.config.probe_retries:
             node.maintenance.lost_link(link, now)
             node.drop_link(link, f"no answer for {idle:.1f} s", now)

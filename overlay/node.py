@@ -131,6 +131,8 @@ class OverlayNode:
         self._timers: list[tuple[float, int, str, Any]] = []
         self._timer_seq = 0
         self._lingering: dict[int, tuple[Session, float]] = {}
+        self.suspects: set[int] = set()
+        """Peers whose links missed a probe: routing goes around them while another way exists."""
         self.connector = Connector(self)
         self.liveness = Liveness(self)
         self.maintenance = Maintenance(self, now)
@@ -281,6 +283,7 @@ class OverlayNode:
         our Close is forwarded, not lost."""
         if self.table.remove(link.peer) is None:
             return
+        self.suspects.discard(link.peer)
         for session in link.sessions:
             if linger:
                 self._lingering[session.index] = (session, now + LINGER_S)
@@ -391,6 +394,7 @@ class OverlayNode:
             if msg.nonce == link.probe_nonce and link.probe_sent:
                 link.observe_rtt(now - link.probe_sent)
                 link.probe_sent = 0.0
+                self.suspects.discard(link.peer)
             self.connector.observed(link, msg.observed, now)
         elif isinstance(msg, Hello):
             old, link.peer_roles = link.peer_roles, msg.roles
@@ -432,7 +436,9 @@ class OverlayNode:
             return
         link = self.table.get(target)
         if link is None or not link.sessions or target == exclude:
-            nxt = self.table.closest(target, exclude)
+            nxt = self.table.closest(target, exclude, self.suspects)
+            if self.suspects and nxt is not None and exclude != me and not closer(target, nxt, me):
+                nxt = self.table.closest(target, exclude)  # no way around the suspect makes progress
             link = None if nxt is None else self.table.get(nxt)
             if link is not None and exclude != me and not closer(target, link.peer, me):
                 link = None  # this node is at least as close as any peer: the route ends here
