@@ -2,7 +2,8 @@
 multi-value put, get, owner-only delete and TTL.
 
 ``DhtNode`` is the sans-IO core (it runs on any :class:`overlay.Router`); ``DhtClient`` is the small
-asyncio glue that turns its operation ids into awaitable results.
+asyncio glue that turns its operation ids into awaitable results; ``DhtSim`` runs a ``DhtNode`` on every
+node of a simulated overlay (``overlay.Cluster``).
 """
 
 from .client import DhtClient
@@ -25,10 +26,12 @@ from .events import (
 )
 from .node import DhtNode, OwnedRecord
 from .record import Kind, Record, record_valid, sign_record
+from .sim import CountingRouter, DhtSim, SimDht
 from .stats import DhtStats
 
 __all__ = [
     "AlreadyOwned",
+    "CountingRouter",
     "Created",
     "DecodeError",
     "Deleted",
@@ -36,6 +39,7 @@ __all__ = [
     "DhtConfig",
     "DhtEvent",
     "DhtNode",
+    "DhtSim",
     "DhtStats",
     "Failed",
     "Kind",
@@ -45,6 +49,7 @@ __all__ = [
     "OwnedRecord",
     "OwnershipLost",
     "Reason",
+    "SimDht",
     "Record",
     "Stored",
     "ValueInfo",

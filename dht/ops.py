@@ -19,7 +19,7 @@ comes from :mod:`dht.quorum`. The states and transitions, all in one place:
 
     GetOp
         READING --answers decide every value--> done(Values); LINGERING
-        READING --timeout--> done(Values or no_quorum)
+        READING --timeout--> done(Values, or no_quorum while a value is undecided)
         LINGERING --late answer--> read repair of that position; --timeout--> gone
 
 Why two phases for create. Replicas accept a committed claim only when no other owner's live claim
@@ -418,12 +418,17 @@ class GetOp(Op):
         for index, slot in enumerate(self.phase.slots):
             if slot.state is SlotState.OPEN and slot.provisional is not None:
                 self.tally.answer(index, slot.provisional)
-        if self.tally.enough_answers():
+        replicas = self.host.config.replicas
+        n = len(self.tally.answers)
+        if self.tally.complete(replicas - n):
             self.result = Values(self.key, self.tally.values())
             self._repair(now, None)
+        elif self.tally.enough_answers():
+            # A value some positions hold that the silent ones could still confirm: neither returning
+            # it (no majority vouches for it) nor leaving it out ("no such value") would be the truth.
+            self.result = Failed(Reason.NO_QUORUM, f"{n} of {replicas} answered; a value is undecided")
         else:
-            n = len(self.tally.answers)
-            self.result = Failed(Reason.NO_QUORUM, f"only {n} of {self.host.config.replicas} answered")
+            self.result = Failed(Reason.NO_QUORUM, f"only {n} of {replicas} answered")
 
     def _repair(self, now: float, only: int | None) -> None:
         for index, held in self.tally.repairs():

@@ -35,8 +35,14 @@ class OverlayConfig:
     """An idle link is probed after this long. It must stay under the 30 s after which Linux conntrack
     forgets an unreplied UDP flow, so that NAT mappings of direct links stay open."""
 
+    keepalive_near_s: float = 5.0
+    """Ring neighbours' links are probed after this much quiet: they decide which node holds a DHT
+    position, so under churn their deaths must be noticed within seconds (about this plus three
+    probe timeouts)."""
+
     probe_retries: int = 3
-    """Unanswered probes (sent 1 s, 2 s, 4 s apart) before a link is declared dead."""
+    """Unanswered probes before a link is declared dead; each waits three round trips (at least 0.5 s),
+    doubling."""
 
     rekey_s: float = 300.0
     """A link re-runs its key exchange after this long, so a stolen session key exposes at most this
@@ -82,6 +88,8 @@ class OverlayConfig:
             raise ValueError("secret must have at least 16 bytes")
         if self.near_per_side < 1:
             raise ValueError("near_per_side must be at least 1")
+        if not 0 < self.keepalive_near_s <= self.keepalive_s:
+            raise ValueError("keepalive_near_s must be positive and at most keepalive_s")
         if not 0 < self.keepalive_s < 30:
             raise ValueError("keepalive_s must be between 0 and 30 seconds (NAT mappings)")
         if self.hop_limit < 4:

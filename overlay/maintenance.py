@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .address import RING, Address, clockwise, short
 from .events import Endpoint, JoinStateChanged, NeighboursChanged
 from .table import FAR, LEAF, NEAR, SHORTCUT, Link
-from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Ping, Roles
+from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Roles
 
 if TYPE_CHECKING:
     from .node import OverlayNode
@@ -79,6 +79,9 @@ STABILISE_S = 300.0
 """Even with nothing lost, probe both sides of the ring this often: a safety net for any inconsistency
 that neighbour lists did not reveal (it costs two routed messages per node per five minutes)."""
 
+SELF_PROBE_S = 5.0
+"""At most one probe for our own place per this many seconds when hearsay says our view is off."""
+
 SUPERSEDED_QUIET_S = 15.0
 """A session that is not the preferred one of its link is closed after this long without traffic either
 way: longer than a keepalive round trip with retries, so the peer has switched to the preferred one."""
@@ -109,6 +112,7 @@ class Maintenance:
         self.join_answered = self.state == JOINED
         self.join_attempts: set[int] = set()
         self.next_stabilise = now + STABILISE_S
+        self.next_self_probe = now
         node.set_timer(now, "tick", None)
 
     # -- state ---------------------------------------------------------------------------------------
@@ -271,7 +275,7 @@ class Maintenance:
             node.connector.connect_address(Address(position), NEAR, now, exact=False)
 
     def link_established(self, link: Link, role: int, now: float) -> None:
-        self.watch(link, now)
+        self.node.liveness.watch(link, now)
         if role & LEAF and self.state == JOINED:
             self._join_probe(now, via=link.peer)
 
@@ -331,10 +335,24 @@ class Maintenance:
     def learn(self, entries: tuple[Neighbour, ...], now: float) -> None:
         node = self.node
         me = node.address
+        k = node.config.near_per_side
+        left, right = node.table.left(k), node.table.right(k)
+        misplaced = False
         for entry in entries:
             if entry.address == me or node.table.get(entry.address) is not None:
                 continue
             self.known[entry.address] = (entry.candidates, now)
+            misplaced = misplaced or _belongs_among(me, entry.address, left, right, k)
+        if misplaced and self.state == JOINED and now >= self.next_self_probe:
+            # Hearsay names a node that belongs among our near peers: our view of the ring is off,
+            # perhaps by far (concurrent joins leave nodes in a sparse ring of their own). Linking to
+            # the nodes we heard of moves us a few places at a time; a probe routed to our own
+            # address lands next to our true place in O(log N) hops. It starts at a peer that is not
+            # one of our near peers: from inside a stray ring greedy routing would stay in it.
+            self.next_self_probe = now + SELF_PROBE_S
+            near = set(left) | set(right)
+            others = sorted(link.peer for link in node.table if link.peer not in near and link.direct)
+            self._join_probe(now, via=node.rng.choice(others) if others else None)
         if len(self.known) > KNOWN_MAX:
             ranked = sorted(self.known, key=lambda a: min(clockwise(me, a), clockwise(a, me)))
             for addr in ranked[KNOWN_MAX:]:
@@ -442,39 +460,11 @@ class Maintenance:
             # The peer thinks we are its ring neighbour but we know closer nodes: tell it about them.
             self.node.send_control(link, Neighbours(self.neighbour_list()), now)
 
-    # -- liveness ------------------------------------------------------------------------------------
+    # -- liveness (``liveness`` decides; here is what a lost peer leaves behind) -----------------------
 
-    def check_link(self, peer: int, now: float) -> None:
-        node = self.node
-        link = node.table.get(peer)
-        if link is None or now < link.next_check:
-            return
-        config = node.config
-        idle = now - link.last_rx
-        if idle < config.keepalive_s:
-            link.probe_tries = 0
-            # Due when the link has been quiet for keepalive_s (strictly later than now, as idle < it);
-            # a little jitter keeps the two ends from pinging each other in the same instant.
-            self._arm(link, link.last_rx + config.keepalive_s * (1.0 + 0.05 * node.rng.random()))
-            return
-        if link.probe_tries >= config.probe_retries:
-            self._lost(link, now)
-            node.drop_link(link, f"no answer for {idle:.0f} s", now)
-            return
-        link.probe_tries += 1
-        link.probe_nonce = node.rng.getrandbits(32)
-        link.probe_sent = now
-        node.send_control(link, Ping(link.probe_nonce), now)
-        self._arm(link, now + 2 ** (link.probe_tries - 1))
-
-    def _arm(self, link: Link, when: float) -> None:
-        link.next_check = when
-        self.node.set_timer(when, "link", link.peer)
-
-    def watch(self, link: Link, now: float) -> None:
-        self._arm(link, now + self.node.config.keepalive_s)
-
-    def _lost(self, link: Link, now: float) -> None:
+    def lost_link(self, link: Link, now: float) -> None:
+        """Remember a peer that died on us, to probe it now and then: after a partition heals, such
+        probes bring the two rings back together."""
         if link.endpoint is not None:
             self.lost[link.peer] = (link.endpoint, now)
             if len(self.lost) > LOST_MAX:
@@ -499,3 +489,10 @@ class Maintenance:
         self.traffic[dest] = (start, count)
         if count == self.node.config.shortcut_after_messages and dest not in self.failed:
             self.node.connector.connect_address(dest, SHORTCUT, now)
+
+
+def _belongs_among(me: int, addr: int, left: list[Address], right: list[Address], k: int) -> bool:
+    """Would ``addr`` be one of our ``k`` nearest on its side of the ring?"""
+    right_limit = clockwise(me, right[-1]) if len(right) >= k else RING
+    left_limit = clockwise(left[-1], me) if len(left) >= k else RING
+    return clockwise(me, addr) < right_limit or clockwise(addr, me) < left_limit

@@ -24,7 +24,7 @@ from collections import Counter, deque
 from random import Random
 from typing import Any
 
-from .address import Address, closer, short, to_hex
+from .address import Address, closer, short
 from .config import OverlayConfig
 from .connector import Connector, TunnelPath
 from .datapath import DataPath
@@ -53,9 +53,12 @@ from .linksec import (
     Reply,
     Session,
 )
+from .liveness import Liveness
 from .maintenance import Maintenance
 from .pmtu import PmtuConfig
-from .table import LEAF, ConnectionTable, Link, role_names
+from .sessions import preferred_session
+from .status import node_status
+from .table import ConnectionTable, Link, role_names
 from .wire import (
     FLAG_EXACT,
     FLAG_EXCLUDE_SRC,
@@ -93,35 +96,6 @@ peer stops using the link when our Close arrives)."""
 
 MAX_EVENTS = 65536
 """Events not drained by the application are dropped (and counted) beyond this, bounding memory."""
-
-
-SESSION_EPOCH_S = 10.0
-"""Sessions of one link created less than this apart belong to one epoch: a simultaneous open (both
-ends initiated at once, a round trip apart); a rekey comes ``rekey_s`` later and starts a new epoch."""
-
-
-def preferred_session(sessions: list[Session], me: Address) -> Session | None:
-    """The newest epoch's confirmed session whose initiator has the higher address. Both ends of a link
-    compute the same answer without talking (each sees the same sessions, at times that differ by
-    about a round trip), so after a simultaneous open they seal with the same session and the other
-    one falls idle and is closed."""
-    best: Session | None = None
-    best_key: tuple[int, bool] = (-1, False)
-    epoch = 0
-    previous: float | None = None
-    for session in sorted(sessions, key=lambda s: s.created_at):
-        if previous is not None and session.created_at - previous > SESSION_EPOCH_S:
-            epoch += 1
-        previous = session.created_at
-        if not session.confirmed:
-            continue
-        higher = (me > session.peer_address) == session.initiator
-        key = (epoch, higher)
-        if key >= best_key:
-            best, best_key = session, key
-    if best is None:
-        return sessions[-1] if sessions else None
-    return best
 
 
 class OverlayNode:
@@ -163,9 +137,12 @@ class OverlayNode:
         self._timers: list[tuple[float, int, str, Any]] = []
         self._timer_seq = 0
         self._lingering: dict[int, tuple[Session, float]] = {}
+        self.suspects: set[int] = set()
+        """Peers whose links missed a probe: routing goes around them while another way exists."""
         self.datapath = DataPath(self, pmtu)
         self._receivers = self.datapath.receivers
         self.connector = Connector(self)
+        self.liveness = Liveness(self)
         self.maintenance = Maintenance(self, now)
 
     # -- the sans-IO surface -------------------------------------------------------------------------
@@ -192,7 +169,7 @@ class OverlayNode:
         while timers and timers[0][0] <= now:
             _, _, kind, ref = heapq.heappop(timers)
             if kind == "link":
-                self.maintenance.check_link(ref, now)
+                self.liveness.check(ref, now)
             elif kind == "attempt":
                 self.connector.on_timer(ref, now)
             elif kind == "tick":
@@ -224,6 +201,7 @@ class OverlayNode:
         link = self.table.get(dest)
         if link is not None and link.sessions:
             link.last_app = now
+            self.liveness.on_send(link, now)
             self.send_plain(link, encode_app(service, payload), now)
             return
         if dest == self._address:
@@ -315,6 +293,7 @@ class OverlayNode:
         our Close is forwarded, not lost."""
         if self.table.remove(link.peer) is None:
             return
+        self.suspects.discard(link.peer)
         for session in link.sessions:
             if linger:
                 self._lingering[session.index] = (session, now + LINGER_S)
@@ -438,6 +417,7 @@ class OverlayNode:
             if msg.nonce == link.probe_nonce and link.probe_sent:
                 link.observe_rtt(now - link.probe_sent)
                 link.probe_sent = 0.0
+                self.suspects.discard(link.peer)
             self.connector.observed(link, msg.observed, now)
         elif isinstance(msg, Hello):
             old, link.peer_roles = link.peer_roles, msg.roles
@@ -479,7 +459,9 @@ class OverlayNode:
             return
         link = self.table.get(target)
         if link is None or not link.sessions or target == exclude:
-            nxt = self.table.closest(target, exclude)
+            nxt = self.table.closest(target, exclude, self.suspects)
+            if self.suspects and nxt is not None and exclude != me and not closer(target, nxt, me):
+                nxt = self.table.closest(target, exclude)  # no way around the suspect makes progress
             link = None if nxt is None else self.table.get(nxt)
             if link is not None and exclude != me and not closer(target, link.peer, me):
                 link = None  # this node is at least as close as any peer: the route ends here
@@ -494,6 +476,7 @@ class OverlayNode:
     def _forward(self, link: Link, msg: Routed, now: float) -> None:
         if msg.src != self._address:
             self.counters["forwarded"] += 1
+        self.liveness.on_send(link, now)
         self.send_plain(
             link,
             encode_routed(msg.flags, msg.service, msg.hops, msg.src, msg.dest, msg.via, msg.payload),
@@ -537,36 +520,7 @@ class OverlayNode:
 
     def status(self, now: float) -> dict[str, Any]:
         """Everything ``ipop status`` shows about the overlay, as JSON-ready data."""
-        left, right = self.ring_neighbours()
-        links = []
-        for link in sorted(self.table, key=lambda lk: lk.peer):
-            links.append(
-                {
-                    "peer": to_hex(link.peer),
-                    "kinds": sorted(role_names(link.my_roles | link.peer_roles) - {"leaf"})
-                    or (["leaf"] if (link.my_roles | link.peer_roles) & LEAF else []),
-                    "my_roles": sorted(role_names(link.my_roles)),
-                    "peer_roles": sorted(role_names(link.peer_roles)),
-                    "path": link.path_text(),
-                    "endpoint": f"{link.endpoint[0]}:{link.endpoint[1]}" if link.endpoint else None,
-                    "rtt_ms": None if link.srtt is None else round(link.srtt * 1000, 2),
-                    "age_s": round(now - link.created, 1),
-                    "idle_s": round(now - link.last_rx, 1),
-                    "pmtu": self.datapath.mtu_status(link.peer),
-                }
-            )
-        return {
-            "address": to_hex(self._address),
-            "state": self.maintenance.state,
-            "state_detail": self.maintenance.state_detail,
-            "n_estimate": self.maintenance.n_estimate(),
-            "left": [to_hex(a) for a in left],
-            "right": [to_hex(a) for a in right],
-            "links": links,
-            "nat": self.connector.nat_status(),
-            "counters": dict(sorted(self.counters.items())),
-            "security": dict(sorted(self.security.counters.items())),
-        }
+        return node_status(self, now)
 
     def link_up(self, link: Link) -> None:
         log.info("%s link to %s up via %s", self.log_prefix, short(link.peer), link.path_text())

@@ -149,19 +149,33 @@ class ConnectionTable:
         start = bisect_left(ring, self.me)
         return [Address(ring[(start - 1 - i) % n]) for i in range(min(count, n))]
 
-    def closest(self, target: int, exclude: int | None = None) -> Address | None:
-        """The linked peer closest to ``target`` (ring distance, ties clockwise), skipping ``exclude``;
-        ``None`` without links. Only the two peers around the target, on each side, can be closest."""
+    def closest(
+        self, target: int, exclude: int | None = None, avoid: set[int] | frozenset[int] = frozenset()
+    ) -> Address | None:
+        """The linked peer closest to ``target`` (ring distance, ties clockwise), skipping ``exclude``
+        and, while any other candidate is left, the peers in ``avoid`` (suspected dead); ``None``
+        without links. Only the few peers around the target on each side can be closest."""
         ring = self._ring
         n = len(ring)
         if n == 0:
             return None
         i = bisect_left(ring, target)
+        if avoid:
+            best = self._closest(target, exclude, avoid, (i, i + 1, i + 2, i - 1, i - 2, i - 3))
+            if best is not None:
+                return best
+        return self._closest(target, exclude, frozenset(), (i, i + 1, i - 1, i - 2))
+
+    def _closest(
+        self, target: int, exclude: int | None, avoid: set[int] | frozenset[int], around: tuple[int, ...]
+    ) -> Address | None:
+        ring = self._ring
+        n = len(ring)
         best: int | None = None
         best_key: tuple[int, int] | None = None
-        for j in (i, i + 1, i - 1, i - 2):
+        for j in around:
             peer = ring[j % n]
-            if peer == exclude:
+            if peer == exclude or peer in avoid:
                 continue
             key = distance_key(target, peer)
             if best_key is None or key < best_key:

@@ -197,3 +197,27 @@ def test_get_without_enough_answers_is_no_quorum() -> None:
     while not op.finished:
         op.handle_timer(op.next_deadline())
     assert isinstance(op.result, Failed) and op.result.reason is Reason.NO_QUORUM
+
+
+def test_get_with_a_value_held_by_four_and_four_silent_is_no_quorum_not_absence() -> None:
+    """Four positions hold the value and four never answer: a majority neither confirms nor rules it
+    out, so the get fails rather than report the key empty (found on the simulated overlay, with the
+    holders of three positions dead and routing into the gap they left)."""
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    for i in range(4):
+        reply(op, i, [held()])
+    while not op.finished:
+        op.handle_timer(op.next_deadline())
+    assert isinstance(op.result, Failed) and op.result.reason is Reason.NO_QUORUM
+    assert "undecided" in op.result.detail
+
+
+def test_get_with_four_empty_answers_and_four_silent_says_absent() -> None:
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    for i in range(4):
+        reply(op, i, [])
+    while not op.finished:
+        op.handle_timer(op.next_deadline())
+    assert isinstance(op.result, Values) and op.result.values == ()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ipop import cli
+from ipop import cli, dhtsim
 from ipop.control import ControlError, ControlServer, arg
 from ipop.state import MAC_FILE
 from tests.netns import Lab, lab, wait_for
@@ -255,6 +255,29 @@ def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest
 def test_simulate_refuses_what_it_cannot_simulate_yet(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["simulate", "--nodes", "10", "--nat-blocked", "0.2"]) == 2
     assert "not simulated yet" in capsys.readouterr().err
+    assert cli.main(["simulate", "--nodes", "10", "--session-median", "60"]) == 2
+    assert "--session-median needs --dht" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_simulate_dht_with_churn_prints_the_issues_fields(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--dht --session-median`` through the CLI, small and short (a 30 s window instead of five
+    minutes): every overlay field is kept and issue 3's DHT fields are added."""
+    monkeypatch.setattr(dhtsim, "MEASURE_S", 30.0)
+    argv = ["simulate", "--nodes", "20", "--seed", "4", "--json", "--dht", "--session-median", "600"]
+    assert cli.main([*argv, "--create-trials", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    fields = (
+        "nodes ring_consistent hops_mean route_failures converge_s wall_s session_median_s create_trials"
+        " create_double_winners create_success_rate get_success_rate get_latency_s_p50 get_latency_s_p99"
+        " records_lost dht_bytes_per_node_s dead_link_share"
+    )
+    for field in fields.split():
+        assert field in result, field
+    assert result["session_median_s"] == 600.0 and result["create_trials"] == 1
+    assert result["create_double_winners"] == 0 and result["gets"] > 50
 
 
 STUBBORN_NODE = """

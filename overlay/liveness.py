@@ -1,0 +1,110 @@
+"""Pure. Is the peer at the other end of each link still there? Keepalives, probes, and death.
+
+Theory of operation. Any authenticated packet from a peer counts as life (``Link.last_rx``). A link that
+has been quiet for its keepalive interval gets a ``Ping``; an unanswered ping is repeated after a timeout
+that follows the link's round-trip time (``PROBE_RTT_FACTOR`` x srtt, at least ``PROBE_MIN_S``, doubling),
+and after ``probe_retries`` unanswered pings the peer is declared dead and the link dropped.
+
+Near links (ring neighbours) are kept on a shorter interval, ``keepalive_near_s``: they decide which node
+holds a DHT position, and under churn a dead neighbour that goes unnoticed for half a minute makes a
+tenth of all routes fail. Far and shortcut links stay on ``keepalive_s``, just short enough to keep NAT
+mappings open.
+
+Traffic is a trigger too: when a message is sent on a link whose peer has been silent for longer than a
+few round trips, a probe goes out at once (``on_send``). A crashed peer on a busy route is thus found
+within a few round trips, whatever the keepalive interval. Only one end of an idle link pings: the ping's
+arrival refreshes the other end's ``last_rx``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .table import NEAR, Link
+from .wire import Ping
+
+if TYPE_CHECKING:
+    from .node import OverlayNode
+
+PROBE_RTT_FACTOR = 3.0
+"""A probe is repeated when no answer came within this many smoothed round trips (TCP's RTO is about
+srtt + 4 rttvar; a factor of three suits the steadier RTTs of a UDP path)."""
+
+PROBE_MIN_S = 0.5
+"""The shortest probe timeout: scheduling jitter on a loaded host is a good part of this."""
+
+PROBE_DEFAULT_S = 1.0
+"""The probe timeout of a link without an RTT sample yet."""
+
+SILENT_RTTS = 4.0
+"""``on_send`` probes a link whose peer has been silent for this many round trips while we send."""
+
+SILENT_MIN_S = 1.0
+"""... and for at least this long: a peer answers a request after its own processing, not instantly."""
+
+
+class Liveness:
+    def __init__(self, node: OverlayNode) -> None:
+        self.node = node
+
+    def interval(self, link: Link) -> float:
+        config = self.node.config
+        if (link.my_roles | link.peer_roles) & NEAR:
+            return min(config.keepalive_near_s, config.keepalive_s)
+        return config.keepalive_s
+
+    def probe_timeout(self, link: Link) -> float:
+        base = PROBE_DEFAULT_S if link.srtt is None else max(PROBE_MIN_S, PROBE_RTT_FACTOR * float(link.srtt))
+        return base * (1 << max(0, link.probe_tries - 1))
+
+    def watch(self, link: Link, now: float) -> None:
+        """Start watching a new link."""
+        self._arm(link, now + self.interval(link))
+
+    def check(self, peer: int, now: float) -> None:
+        """The link's timer: ping it if it has been quiet, or declare the peer dead."""
+        node = self.node
+        link = node.table.get(peer)
+        if link is None or now < link.next_check:
+            return
+        idle = now - link.last_rx
+        interval = self.interval(link)
+        if link.probe_sent == 0.0 and idle < interval:
+            link.probe_tries = 0
+            # Due when the link has been quiet for its interval (strictly later than now, as idle is
+            # less); a little jitter keeps the two ends from pinging each other in the same instant.
+            self._arm(link, link.last_rx + interval * (1.0 + 0.05 * node.rng.random()))
+            return
+        if link.probe_sent and link.last_rx >= link.probe_sent:
+            link.probe_sent, link.probe_tries = 0.0, 0  # answered (by the pong or anything else)
+            node.suspects.discard(link.peer)
+            self._arm(link, link.last_rx + interval)
+            return
+        if link.probe_sent:
+            node.suspects.add(link.peer)  # a probe went unanswered: route around it meanwhile
+        if link.probe_tries >= node.config.probe_retries:
+            node.maintenance.lost_link(link, now)
+            node.drop_link(link, f"no answer for {idle:.1f} s", now)
+            return
+        self._probe(link, now)
+
+    def on_send(self, link: Link, now: float) -> None:
+        """A message is going out on ``link``: if its peer has been silent too long, probe now."""
+        if link.probe_sent:
+            return
+        silent = SILENT_MIN_S if link.srtt is None else max(SILENT_MIN_S, SILENT_RTTS * link.srtt)
+        if now - link.last_rx > silent:
+            self.node.counters["probes_on_send"] += 1
+            self._probe(link, now)
+
+    def _probe(self, link: Link, now: float) -> None:
+        node = self.node
+        link.probe_tries += 1
+        link.probe_nonce = node.rng.getrandbits(32)
+        link.probe_sent = now
+        node.send_control(link, Ping(link.probe_nonce), now)
+        self._arm(link, now + self.probe_timeout(link))
+
+    def _arm(self, link: Link, when: float) -> None:
+        link.next_check = when
+        self.node.set_timer(when, "link", link.peer)
