@@ -15,6 +15,7 @@ from ipop.mapping import Entry, MappingCache
 from ipop.vnwire import (
     KIND_BROADCAST,
     KIND_UNICAST,
+    KIND_UNICAST_VNET,
     MAX_CLIENT_KEY,
     MEMBER_VALUE,
     AddressClaim,
@@ -58,9 +59,10 @@ def test_keys_headers_and_tags() -> None:
     assert namespace_tag("a") != namespace_tag("b") and len(TAG) == 4
     assert packet_header(KIND_UNICAST, TAG) == b"\x11" + TAG
     assert packet_header(KIND_BROADCAST, TAG) == b"\x12" + TAG
+    assert packet_header(KIND_UNICAST_VNET, TAG) == b"\x13" + TAG
     assert is_member_value(MEMBER_VALUE) and not is_member_value(b"")
     with pytest.raises(ValueError):
-        packet_header(3, TAG)
+        packet_header(4, TAG)
     with pytest.raises(ValueError):
         AddressClaim(bytes(MAX_CLIENT_KEY + 1)).encode()
 
