@@ -56,6 +56,7 @@ from .table import LEAF, ConnectionTable, Link, role_names
 from .wire import (
     FLAG_EXACT,
     FLAG_EXCLUDE_SRC,
+    FLAG_VIA,
     KIND_APP,
     KIND_CONTROL,
     KIND_ROUTED,
@@ -191,6 +192,8 @@ class OverlayNode:
                 self.maintenance.tick(now)
             elif kind == "punchback":
                 self.connector.punch.round(now)
+            elif kind == "nat":
+                self.connector.relays.tend(now)
             elif kind == "repair":
                 self.maintenance.repair(now)
 
@@ -373,7 +376,7 @@ class OverlayNode:
             return
         link.last_rx = now
         link.probe_tries = 0
-        if not isinstance(path, TunnelPath) and path != link.endpoint:
+        if path != self.link_path(link):
             self.connector.path_changed(link, path, now)
         if not plaintext:
             return
@@ -427,6 +430,7 @@ class OverlayNode:
             old, link.peer_roles = link.peer_roles, msg.roles
             self.maintenance.roles_changed(link, old, now)
         elif isinstance(msg, Neighbours):
+            self.connector.heard_of(link.peer, msg.entries)
             self.maintenance.learn(msg.entries, now)
         elif isinstance(msg, Close):
             self.drop_link(link, f"closed by peer: {msg.reason}", now)
@@ -460,6 +464,8 @@ class OverlayNode:
             link = None if nxt is None else self.table.get(nxt)
             if link is not None and exclude != me and not closer(target, link.peer, me):
                 link = None  # this node is at least as close as any peer: the route ends here
+        if link is not None and not link.direct and msg.service == Service.TUNNEL:
+            link = self._direct_towards(target, exclude)  # a tunnel never runs inside a tunnel
         if link is None:
             if exact or (exclude == me and msg.src == me):
                 self._route_failed(msg, "no_route" if len(self.table) else "not_joined", now)
@@ -468,12 +474,29 @@ class OverlayNode:
             return
         self._forward(link, msg, now)
 
+    def _direct_towards(self, target: Address, exclude: Address | None) -> Link | None:
+        """The directly linked peer closest to ``target`` and closer than this node (tunnelled
+        links skipped; rare, so a scan)."""
+        best: Link | None = None
+        for link in self.table:
+            if (
+                link.direct
+                and link.sessions
+                and link.peer != exclude
+                and closer(target, link.peer, best.peer if best is not None else self._address)
+            ):
+                best = link
+        return best
+
     def _forward(self, link: Link, msg: Routed, now: float) -> None:
         if msg.src != self._address:
             self.counters["forwarded"] += 1
         self.send_plain(
             link,
-            encode_routed(msg.flags, msg.service, msg.hops, msg.src, msg.dest, msg.via, msg.payload),
+            # FLAG_VIA follows ``via`` (cleared on reaching the via node), not the flags as received.
+            encode_routed(
+                msg.flags & ~FLAG_VIA, msg.service, msg.hops, msg.src, msg.dest, msg.via, msg.payload
+            ),
             now,
         )
 
@@ -489,7 +512,7 @@ class OverlayNode:
                 self.emit(Undeliverable(overlay_msg.dest, overlay_msg.service, "no_route"))
                 self.maintenance.route_error(overlay_msg.dest, now)
             else:
-                self.connector.on_overlay_message(msg.src, overlay_msg, now)
+                self.connector.on_overlay_message(msg.src, overlay_msg, now, msg.hops)
             return
         if msg.service == Service.TUNNEL:
             if not exact or len(msg.payload) < 22:
