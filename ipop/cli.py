@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-median", type=_positive, default=None, metavar="S", help="churn: median session s"
     )
     sim.add_argument(
-        "--nat-blocked", type=_fraction, default=0.0, metavar="F", help="fraction behind hard NATs"
+        "--nat-blocked",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="share of node pairs that cannot link directly (NATs)",
     )
     return parser
 

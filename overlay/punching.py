@@ -70,7 +70,7 @@ PunchResult = Callable[[int, PunchEvent, float], None]
 
 
 class _Punch:
-    __slots__ = ("attempt", "peer", "quiet", "seq", "session", "token", "until")
+    __slots__ = ("attempt", "peer", "quiet", "seq", "session", "token", "until", "wake")
 
     def __init__(self, token: int, peer: Address | None, session: PunchSession, attempt: int | None) -> None:
         self.token = token
@@ -79,6 +79,8 @@ class _Punch:
         self.attempt = attempt
         self.seq = 0
         self.until = float("inf")
+        self.wake = 0.0
+        """When this session next needs the timer (cached: asking a session is not free)."""
         self.quiet = False
         """No more probes of our own (the attempt is over); probes of the peer are still answered."""
 
@@ -159,7 +161,7 @@ class Puncher:
         for punch in self._active.values():
             if punch.peer == peer and punch.attempt is None and punch.until == float("inf"):
                 punch.quiet = True
-                punch.until = now + ANSWER_LINGER_S
+                punch.until = punch.wake = now + ANSWER_LINGER_S
 
     def finish(self, token: int, now: float) -> None:
         """The attempt that punched under ``token`` is over: stop probing, answer a while longer."""
@@ -167,7 +169,7 @@ class Puncher:
         if punch is not None:
             punch.attempt = None
             punch.quiet = True
-            punch.until = min(punch.until, now + ANSWER_LINGER_S)
+            punch.until = punch.wake = min(punch.until, now + ANSWER_LINGER_S)
 
     def _usable(self, remote: Sequence[Endpoint]) -> list[Endpoint]:
         """The peer's candidates minus our own socket's endpoints (two sites with the same private
@@ -199,9 +201,11 @@ class Puncher:
         self._flush(punch, now)
 
     def round(self, now: float) -> None:
-        """The timer: due probes of every session, deadlines, and the end of lingering answers."""
+        """The timer: due probes of the sessions that are due, deadlines, the end of lingering answers."""
+        if self._armed is None or now < self._armed:
+            return  # a timer that an earlier wake-up already served
         self._armed = None
-        for punch in list(self._active.values()):
+        for punch in [p for p in self._active.values() if p.wake <= now]:
             if now >= punch.until:
                 del self._active[punch.token]
                 continue
@@ -226,16 +230,13 @@ class Puncher:
                 punch.until = now + ANSWER_LINGER_S
             if punch.attempt is not None:
                 self.on_result(punch.attempt, event, now)
+        timer = session.get_timer() if not punch.quiet else None
+        punch.wake = punch.until if timer is None else min(timer, punch.until)
         if arm:
             self._arm()
 
     def _arm(self) -> None:
-        wake: float | None = None
-        for punch in self._active.values():
-            timer = punch.session.get_timer()
-            candidate = punch.until if timer is None else min(timer, punch.until)
-            if wake is None or candidate < wake:
-                wake = candidate
+        wake = min((punch.wake for punch in self._active.values()), default=None)
         if wake is not None and (self._armed is None or wake < self._armed):
             self._armed = wake
             self.node.set_timer(wake, "punchback", None)

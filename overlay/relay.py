@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .address import Address, short
+from .events import Endpoint
 from .table import RELAY, Link
 from .wire import MAX_NEIGHBOURS, Neighbour
 
@@ -66,11 +67,13 @@ class TunnelPath:
 
 
 class _Retry:
-    __slots__ = ("due", "interval")
+    __slots__ = ("due", "interval", "tried")
 
     def __init__(self, due: float, interval: float) -> None:
         self.due = due
         self.interval = interval
+        self.tried: tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]] | None = None
+        """Both ends' candidates when a punch last failed: the same again will fail the same way."""
 
 
 class Relays:
@@ -159,17 +162,26 @@ class Relays:
     def candidates_heard(self, link: Link, now: float) -> None:
         """The peer of a tunnelled link told us its candidates (Hello): if they are new, retry soon."""
         retry = self._retries.get(link.peer)
-        if retry is not None and retry.interval > DIRECT_RETRY_S and link.candidates:
+        if (
+            retry is not None
+            and retry.interval > DIRECT_RETRY_S
+            and retry.tried is not None
+            and link.candidates != retry.tried[1]
+        ):
             retry.interval = DIRECT_RETRY_S
             retry.due = min(retry.due, now + self._jitter(DIRECT_RETRY_S))
 
     def upgrade_failed(self, peer: Address, neighbours: tuple[Neighbour, ...], now: float) -> None:
         """A retry found no direct path: back off, and move the tunnel to a better relay if any."""
         retry = self._retries.get(peer)
-        if retry is not None:
-            retry.interval = min(retry.interval * 2, DIRECT_RETRY_MAX_S)
-            retry.due = now + self._jitter(retry.interval)
         link = self.node.table.get(peer)
+        if retry is not None:
+            tried = (self.node.connector.candidates(), link.candidates if link is not None else ())
+            # Nothing changed since the last failure: only the slow safety-net retries remain.
+            same = tried == retry.tried
+            retry.interval = DIRECT_RETRY_MAX_S if same else min(retry.interval * 2, DIRECT_RETRY_MAX_S)
+            retry.due = now + self._jitter(retry.interval)
+            retry.tried = tried
         if link is None or link.direct:
             return
         better = self.choose(neighbours)
