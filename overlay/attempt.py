@@ -16,9 +16,13 @@ if TYPE_CHECKING:
 RETRANSMIT_S = 1.0
 """First retransmission of a handshake or connect-to-me message; doubles each time (TCP's initial RTO)."""
 
-DIRECT_HANDSHAKE_S = 1.5
+DIRECT_HANDSHAKE_S = 3.0
 """After a successful punch the handshake has this long on the direct path before the attempt falls back
-to a tunnel: the path was just proven both ways, so one INIT and a retransmission are plenty."""
+to a tunnel: as long as the punch itself had, for the same loss."""
+
+DIRECT_RETRANSMIT_S = 0.25
+"""INIT retransmission on a path a punch just proved: about the punch's own probe pacing, so that 20 %
+loss on each side (41 % of round trips arrive) still completes within a second or so."""
 
 HANDSHAKE, CONNECT, PUNCH, TUNNEL, CONFIRM = "handshake", "connect", "punch", "tunnel", "confirm"
 

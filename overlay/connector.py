@@ -37,6 +37,7 @@ from .attempt import (
     CONFIRM,
     CONNECT,
     DIRECT_HANDSHAKE_S,
+    DIRECT_RETRANSMIT_S,
     HANDSHAKE,
     PUNCH,
     RETRANSMIT_S,
@@ -184,8 +185,8 @@ class Connector:
             self.node.transmit(hs.packet, endpoint, now)
         attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
         attempt.retries += 1
-        if attempt.tunnel_at is not None:
-            attempt.next_send = min(attempt.next_send, attempt.tunnel_at)
+        if attempt.tunnel_at is not None:  # after a punch: fast, and only until the fallback
+            attempt.next_send = min(now + DIRECT_RETRANSMIT_S, attempt.tunnel_at)
         self.node.set_timer(attempt.next_send, "attempt", attempt.id)
 
     # -- timers ---------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ class Connector:
         elif state == TUNNEL:
             assert attempt.tunnel is not None
             if attempt.tunnel.relay is None and attempt.peer is not None and not attempt.upgrade:
-                relay = self.relays.choose(attempt.neighbours, attempt.via)  # recruited by now?
+                relay = self.relays.choose(attempt.neighbours)  # recruited by now?
                 attempt.tunnel = TunnelPath(attempt.peer, relay)
             self.node.transmit(self._handshake(attempt, now).packet, attempt.tunnel, now)
             attempt.next_send = now + RETRANSMIT_S
@@ -259,7 +260,7 @@ class Connector:
             self.finish(attempt, now)
             self.relays.upgrade_failed(attempt.peer, attempt.neighbours, now)
             return
-        relay = self.relays.choose(attempt.neighbours, attempt.via)
+        relay = self.relays.choose(attempt.neighbours)
         self.relays.remember(attempt.peer, attempt.neighbours)
         if relay is None:
             self.relays.recruit(attempt.neighbours, now)

@@ -29,6 +29,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nat import is_private
+
 from .address import Address, short
 from .events import Endpoint
 from .table import RELAY, Link
@@ -53,6 +55,10 @@ TEND_S = 5.0
 RELAY_GRACE_S = 30.0
 """A link recruited to relay keeps its role this long even before a tunnel uses it (the tunnel's
 handshake through it takes a moment, and may need a retry)."""
+
+RECRUIT_HOLD_S = 15.0
+"""A relay recruited for a tunnel is given this long (a link attempt, punch included) before another of
+the same peer's neighbours is tried."""
 
 UNKNOWN_RTT_S = 1.0
 """RTT assumed for a link not yet measured, so that a measured relay is preferred."""
@@ -83,25 +89,25 @@ class Relays:
         self.node = node
         self._retries: dict[int, _Retry] = {}
         self._neighbours: dict[int, tuple[Neighbour, ...]] = {}
+        self._recruits: dict[int, float] = {}
         self._armed = False
         self.counts: Counter[str] = Counter()
 
-    def choose(self, neighbours: tuple[Neighbour, ...], also: Address | None = None) -> Address | None:
-        """The common neighbour with the lowest RTT from here among those the peer links directly;
-        ``also`` is one more node known to be linked to the peer (the connect-to-me went through it)."""
+    def choose(self, neighbours: tuple[Neighbour, ...]) -> Address | None:
+        """The common neighbour with the lowest RTT from here among those the peer links directly
+        (the peer's neighbour lists name an endpoint exactly for those, see ``reply_neighbours``)."""
         node = self.node
         best: Address | None = None
         best_rtt = 0.0
-        options = [n.address for n in neighbours if n.candidates]  # without: the peer tunnels to it
-        if also is not None:
-            options.append(also)
-        for address in options:
-            link = node.table.get(address)
-            if link is None or not link.direct or not link.sessions or address == node.address:
+        for neighbour in neighbours:
+            if not neighbour.candidates:
+                continue  # the peer reaches it only through a tunnel itself
+            link = node.table.get(neighbour.address)
+            if link is None or not link.direct or not link.sessions:
                 continue
             rtt = link.srtt if link.srtt is not None else UNKNOWN_RTT_S
             if best is None or rtt < best_rtt:
-                best, best_rtt = address, rtt
+                best, best_rtt = neighbour.address, rtt
         return best
 
     def heard_neighbours(self, peer: Address, entries: tuple[Neighbour, ...]) -> None:
@@ -122,9 +128,14 @@ class Relays:
     def reply_neighbours(self) -> tuple[Neighbour, ...]:
         """What a connect-reply lists: our ring neighbours, then other peers we reach directly (they can
         relay for a requester that cannot punch through to us; the ring neighbours of a node behind a
-        symmetric NAT are often no better off than it is)."""
+        symmetric NAT are often no better off than it is). Only peers we reach directly come with
+        endpoints: the requester takes an entry with endpoints as one that can relay to us."""
         node = self.node
-        entries = list(node.maintenance.neighbour_list())
+        entries: list[Neighbour] = []
+        for entry in node.maintenance.neighbour_list():
+            link = node.table.get(entry.address)
+            direct = link is not None and link.endpoint is not None
+            entries.append(entry if direct else Neighbour(entry.address, ()))
         listed = {n.address for n in entries}
         for link in node.table:
             if len(entries) >= MAX_NEIGHBOURS:
@@ -134,13 +145,20 @@ class Relays:
         return tuple(entries)
 
     def recruit(self, entries: tuple[Neighbour, ...], now: float) -> None:
-        """No common neighbour can relay: link directly to one the peer reaches directly (it has an
-        endpoint that the peer's NAT let through, so ours most likely does too), to relay through it."""
+        """No common neighbour can relay: link directly to one that the peer reaches directly, to relay
+        through it. Public-looking ones first (no private endpoint: no NAT that could refuse us)."""
         node = self.node
         options = [n for n in entries if n.candidates and n.address != node.address]
-        if not options or any(node.connector.busy(n.address) for n in options):
+        if not options or any(
+            now - self._recruits.get(n.address, -RECRUIT_HOLD_S) < RECRUIT_HOLD_S for n in options
+        ):
             return
-        pick = options[node.rng.randrange(len(options))]
+        public = [n for n in options if not any(is_private(host) for host, _ in n.candidates)]
+        pool = public or options
+        pick = pool[node.rng.randrange(len(pool))]
+        self._recruits[pick.address] = now
+        if len(self._recruits) > MAX_NEIGHBOURS * 4:
+            self._recruits = {a: t for a, t in self._recruits.items() if now - t < RECRUIT_HOLD_S}
         if node.connector.connect_address(pick.address, RELAY, now, hints=pick.candidates) is not None:
             self.counts["relay_recruited"] += 1
 

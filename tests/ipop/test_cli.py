@@ -253,8 +253,18 @@ def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest
 
 
 def test_simulate_refuses_what_it_cannot_simulate_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["simulate", "--nodes", "10", "--nat-blocked", "0.2"]) == 2
+    assert cli.main(["simulate", "--nodes", "10", "--session-median", "60"]) == 2
     assert "not simulated yet" in capsys.readouterr().err
+
+
+def test_simulate_with_blocked_nat_pairs_reports_routability(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nodes behind NAT models, a third of whose pairs cannot link directly: the figures say so."""
+    assert cli.main(["simulate", "--nodes", "40", "--seed", "2", "--nat-blocked", "0.3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.2 <= result["nat_pairs_blocked"] <= 0.4
+    assert result["routability"] >= 0.99
+    assert 0 < result["links_direct_share"] < 1 and result["links_relayed"] > 0
+    assert result["direct_link_s_p50"] <= 1.0
 
 
 STUBBORN_NODE = """
