@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --dht: create races of 100 nodes (default 100; issue 3's goal uses 1000)",
     )
     sim.add_argument(
-        "--nat-blocked", type=_fraction, default=0.0, metavar="F", help="fraction behind hard NATs"
+        "--nat-blocked",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="share of node pairs that cannot link directly (NATs)",
     )
     return parser
 

@@ -13,9 +13,13 @@ The scenario (all times simulated):
 4. *joins into a steady overlay*: ``JOINERS`` nodes join one after another; ``join_s`` is the time from
    a joiner's start until it is linked to both of its ring neighbours;
 5. *routing*: ``ROUTE_PAIRS`` messages between random pairs of nodes, greedy, with hop counts; a message
-   that does not arrive at its destination is a route failure;
-6. with ``--dht``, a DHT runs on every node from the start, and after step 5 the scenario of
-   :mod:`ipop.dhtsim` measures it: records, churn (``--session-median``), gets and create races.
+   that does not arrive at its destination is a route failure; ``routability`` is the share that arrived.
+
+With ``nat_blocked`` F > 0 the seed nodes stay public and every other node sits behind its own NAT box of
+one of the NAT lab's types (``nat.assign_nat_types``): symmetric and port-restricted NATs in such numbers
+that a share F of all pairs cannot link directly, full and address-restricted cones for the rest. The
+result then says how the overlay coped: the share of pairs that cannot link directly, routability,
+how many links are direct or tunnelled (through a relay, or routed), and how long punching took.
 
 Memory per node is the growth of the process's resident set while the overlay was built and ran,
 divided by N: an upper bound (it includes the simulator's own bookkeeping), never an estimate.
@@ -31,6 +35,7 @@ from random import Random
 from typing import Any
 
 from dht import DhtSim
+from nat import assign_nat_types, blocked_pairs
 from overlay import Cluster, Member
 
 from .dhtsim import DhtScenario
@@ -74,8 +79,8 @@ def _check(
     """Refuse what cannot be simulated; the number of create races to run."""
     if nodes < 2:
         raise ValueError("--nodes must be at least 2")
-    if nat_blocked:
-        raise ValueError("--nat-blocked is not simulated yet")
+    if not 0.0 <= nat_blocked < 1.0:
+        raise ValueError("--nat-blocked must be a share of node pairs in [0, 1)")
     if session_median_s is not None and not dht:
         raise ValueError("--session-median needs --dht (churn is measured by the DHT's workload)")
     if session_median_s is not None and not session_median_s > 0:
@@ -116,12 +121,14 @@ def run_simulation(
 
     seeds = _seed_overlay(cluster, nodes)
     mass = nodes - len(seeds)
+    nat_types = _nat_types(mass + JOINERS, len(seeds), nat_blocked, seed)
     window = max(1.0, nodes / 1000)
     start = cluster.now
     joiners: list[Member] = []
     for i in range(mass):
         cluster.scheduler.call_at(
-            start + window * i / max(1, mass), lambda: joiners.append(cluster.add_node())
+            start + window * i / max(1, mass),
+            lambda t=nat_types[i]: joiners.append(cluster.add_node(nat=t)),
         )
     cluster.scheduler.run_for(window)
     converge_s: float | None = None
@@ -145,17 +152,13 @@ def run_simulation(
     rss = _rss_bytes() - rss_start
 
     say("joins into the steady overlay")
-    late: list[Member] = []
-    for _ in range(JOINERS):
-        late.append(cluster.add_node())
-        cluster.scheduler.run_for(JOIN_SPACING_S)
-    cluster.scheduler.run_for(10.0)
-    join_times = [m.joined_at - m.started if m.joined_at is not None else float("inf") for m in late]
+    join_times = _late_joins(cluster, nat_types[mass:])
 
     say(f"routing {ROUTE_PAIRS} messages between random pairs")
     sample = cluster.sample_routes(ROUTE_PAIRS)
     hops = [float(h) for h in sample.hops] or [0.0]
     consistent = cluster.ring_consistent()
+    extra = _nat_figures(cluster, nat_blocked) if nat_blocked else {}
     figures: dict[str, Any] = {}
     if sim is not None:
         rng = Random(seed * 1_000_003 + 17)
@@ -172,6 +175,7 @@ def run_simulation(
         "hops_p99": _percentile(hops, 0.99),
         "hops_max": max(hops),
         "route_failures": sample.failures + sample.wrong_owner,
+        "routability": round(len(sample.hops) / max(1, ROUTE_PAIRS), 5),
         "join_s_p50": round(_percentile(join_times, 0.5), 3),
         "join_s_p99": round(_percentile(join_times, 0.99), 3),
         "mass_join_s_p50": round(_percentile(mass_join, 0.5), 3) if mass_join else None,
@@ -183,4 +187,53 @@ def run_simulation(
         "sim_speed": round(STEADY_WINDOW_S / steady_wall, 2) if steady_wall > 0 else None,
         **figures,
         "wall_s": round(time.monotonic() - wall_start, 1),
+        **extra,
+    }
+
+
+def _late_joins(cluster: Cluster, nat_types: list[str | None]) -> list[float]:
+    """Nodes joining one after another into the steady overlay; each one's time to join."""
+    late: list[Member] = []
+    for nat_type in nat_types:
+        late.append(cluster.add_node(nat=nat_type))
+        cluster.scheduler.run_for(JOIN_SPACING_S)
+    cluster.scheduler.run_for(10.0)
+    return [m.joined_at - m.started if m.joined_at is not None else float("inf") for m in late]
+
+
+def _nat_types(count: int, public: int, blocked: float, seed: int) -> list[str | None]:
+    """NAT types for ``count`` nodes such that, with ``public`` public seeds beside them, about
+    ``blocked`` of all pairs cannot link directly (public seeds link with anyone)."""
+    if not blocked:
+        return [None] * count
+    # Pairs among the NATed nodes must carry all the blocked pairs of the whole overlay.
+    total = count + public
+    share = min(1.0, blocked * total * (total - 1) / max(1, count * (count - 1)))
+    return [str(t) for t in assign_nat_types(count, share, Random(seed))]
+
+
+def _nat_figures(cluster: Cluster, blocked: float) -> dict[str, Any]:
+    members = cluster.live()
+    n = len(members)
+    pairs = n * (n - 1) // 2
+    links = [link for m in members for link in m.node.table]
+    direct = sum(1 for link in links if link.direct)
+    relayed = sum(1 for link in links if not link.direct and link.relay is not None)
+    punch_s: list[float] = []
+    outcomes: dict[str, int] = {}
+    for m in members:
+        punch_s.extend(m.node.connector.direct_times)
+        for key, value in m.node.connector.outcomes.items():
+            outcomes[key] = outcomes.get(key, 0) + value
+    tried = outcomes.get("punch_succeeded", 0) + outcomes.get("punch_failed", 0)
+    return {
+        "nat_blocked": blocked,
+        "nat_pairs_blocked": round(blocked_pairs([m.nat_type for m in members]) / max(1, pairs), 4),
+        "links_direct_share": round(direct / max(1, len(links)), 4),
+        "links_relayed": relayed,
+        "links_routed": len(links) - direct - relayed,
+        "punch_success_share": round(outcomes.get("punch_succeeded", 0) / max(1, tried), 4),
+        "direct_link_s_p50": round(_percentile(punch_s, 0.5), 3) if punch_s else None,
+        "direct_link_s_p99": round(_percentile(punch_s, 0.99), 3) if punch_s else None,
+        "upgraded_to_direct": outcomes.get("upgraded_to_direct", 0),
     }

@@ -1,24 +1,25 @@
 """Pure. Link set-up: every way two nodes come to share an authenticated link.
 
-Theory of operation. An *attempt* is one effort to link to a peer, with one link handshake (``linksec``)
-whose INIT may be sent to several places. Its states and transitions, in one place:
+Theory of operation. An *attempt* is one effort to link to a peer, with one link handshake (``linksec``).
+Its states and transitions, in one place:
 
-    HANDSHAKE --RESP--> CONFIRM --peer's first packet--> done        (a known endpoint: bootstrap, LAN)
-    CONNECT --ConnectReply--> PUNCH --RESP--> CONFIRM --> done        (any member, behind any NAT)
-                               PUNCH --punch timeout--> TUNNEL --RESP--> CONFIRM --> done
+    HANDSHAKE --RESP--> CONFIRM --peer's first packet--> done         (a known endpoint: bootstrap, LAN)
+    CONNECT --ConnectReply--> PUNCH --punch succeeded--> HANDSHAKE     (any member, behind any NAT)
+                              PUNCH --punch failed--> TUNNEL --RESP--> CONFIRM --> done
+    HANDSHAKE (after a punch) --no RESP by ``tunnel_at``--> TUNNEL
     any state --handshake timeout--> failed
 
 * CONNECT: the requester routes a connect-to-me message over the overlay (Brunet's CTM) to the peer's
-  address, or to a ring position for a far link, carrying its candidate endpoints. The receiver answers
-  with its own candidates and neighbours, first sends one low-TTL packet to each of the requester's
-  candidates (it opens the receiver's own NAT mapping without reaching the requester's NAT: the NAT lab
-  showed that otherwise a router that accepts unsolicited input takes the port and the punch deadlocks),
-  then punch probes so that the requester learns its peer-reflexive endpoint.
-* PUNCH: the requester sends its INIT to every candidate, low-TTL first, then every ``PUNCH_INTERVAL_S``
-  until one answers. The INIT is the probe: the first answer is already the handshake reply.
+  address, or to a ring position for a far link, carrying a random token and its candidate endpoints.
+  The receiver answers with its own candidates and neighbours and starts punching at once (``punching``:
+  its pre-punch opens its own NAT, its full probes wait until the requester's side is open).
+* PUNCH: the requester punches towards the answer's candidates under the same token. A reply to one of
+  its probes proves a two-way path; the handshake then goes there (HANDSHAKE, with a deadline).
 * TUNNEL: no direct path formed; the INIT travels through the overlay via a neighbour both ends are
-  linked to (Brunet's tunnel edge), or greedily routed when there is none. The relay sees only sealed
-  link packets, and later traffic may still upgrade the link to a direct path.
+  linked to (Brunet's tunnel edge, chosen by ``relay``), or greedily routed when there is none. The
+  relay sees only sealed link packets. ``relay`` later retries a direct path (an *upgrade* attempt: the
+  same CONNECT and PUNCH on the existing link, whose handshake then moves the link to the direct path;
+  a failed upgrade leaves the tunnel as it was).
 * CONFIRM: the initiator holds keys but the responder may not have received FIN; FIN is repeated until
   the peer's first sealed packet arrives.
 """
@@ -27,15 +28,29 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nat import PunchEvent, PunchSucceeded, is_beacon, is_private, is_probe, is_stun
+
 from .address import Address, short
+from .attempt import (
+    CONFIRM,
+    CONNECT,
+    DIRECT_HANDSHAKE_S,
+    DIRECT_RETRANSMIT_S,
+    HANDSHAKE,
+    PUNCH,
+    RETRANSMIT_S,
+    TUNNEL,
+    Attempt,
+)
 from .events import Endpoint
-from .punchback import PREPUNCH_TTL, PUNCH_INTERVAL_S, PunchBacks
+from .punching import Puncher
 from .reflexive import Reflexive
+from .relay import Relays, TunnelPath
+from .signalling import Signalling
 from .table import LEAF, Link
-from .wire import Connect, ConnectReply, Hello, Neighbour
+from .wire import Hello, Neighbour
 
 if TYPE_CHECKING:
     from .linksec import InitiatorHandshake, Session
@@ -43,63 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRANSMIT_S = 1.0
-"""First retransmission of a handshake or connect-to-me message; doubles each time (TCP's initial RTO)."""
-
-HANDSHAKE, CONNECT, PUNCH, TUNNEL, CONFIRM = "handshake", "connect", "punch", "tunnel", "confirm"
-
-
-@dataclass(frozen=True, slots=True)
-class TunnelPath:
-    """A link path through the overlay: routed to ``peer`` via ``relay`` (or greedily when ``None``)."""
-
-    peer: Address
-    relay: Address | None
-
-
-class Attempt:
-    __slots__ = (
-        "deadline",
-        "exact",
-        "handshake",
-        "id",
-        "neighbours",
-        "next_send",
-        "peer",
-        "punch_deadline",
-        "reply_via",
-        "retries",
-        "role",
-        "session",
-        "state",
-        "target",
-        "targets",
-        "token",
-        "tunnel",
-        "via",
-    )
-
-    def __init__(
-        self, attempt_id: int, state: str, role: int, peer: Address | None, now: float, timeout: float
-    ) -> None:
-        self.id = attempt_id
-        self.state = state
-        self.role = role
-        self.peer = peer
-        self.handshake: InitiatorHandshake | None = None
-        self.session: Session | None = None
-        self.targets: list[Endpoint] = []
-        self.token = 0
-        self.deadline = now + timeout
-        self.punch_deadline = 0.0
-        self.next_send = now
-        self.retries = 0
-        self.neighbours: tuple[Neighbour, ...] = ()
-        self.tunnel: TunnelPath | None = None
-        self.target: Address | None = peer
-        self.exact = True
-        self.via: Address | None = None
-        self.reply_via: Address | None = None
+__all__ = ["Attempt", "Connector", "TunnelPath"]
 
 
 class Connector:
@@ -109,10 +68,14 @@ class Connector:
         self.by_peer: dict[int, Attempt] = {}
         self.by_handshake: dict[int, Attempt] = {}
         self.by_token: dict[int, Attempt] = {}
-        self.punch = PunchBacks(node)
-        self.reflexive = Reflexive(node.local_endpoints)
+        self.reflexive = Reflexive(node.local_endpoints, node.log_prefix)
+        self.punch = Puncher(node, self.on_punch_result)
+        self.relays = Relays(node)
+        self.signalling = Signalling(node, self)
         self._next_id = 0
         self.outcomes: Counter[str] = Counter()
+        self.direct_times: list[float] = []
+        """Seconds from a punch's start to the direct link's handshake (for the simulator's figures)."""
 
     # -- starting attempts ------------------------------------------------------------------------------
 
@@ -130,8 +93,16 @@ class Connector:
             self.by_handshake[attempt.handshake.index] = attempt
         return attempt.handshake
 
+    def heard_of(self, informant: Address, entries: tuple[Neighbour, ...]) -> None:
+        """``informant`` (a link peer) named ``entries`` among its neighbours: it is linked to them."""
+        self.signalling.heard_of(informant, entries)
+
+    def on_overlay_message(self, src: Address, msg: Any, now: float, hops: int = 0) -> None:
+        self.signalling.on_overlay_message(src, msg, now, hops)
+
     def busy(self, peer: int) -> bool:
-        return peer in self.by_peer
+        """An attempt to link with ``peer`` is under way, ours or the peer's (we are punching back)."""
+        return peer in self.by_peer or self.punch.punching(peer)
 
     def connect_endpoint(self, endpoint: Endpoint, role: int, now: float) -> int:
         """Handshake straight to an underlay endpoint whose owner is unknown (a bootstrap peer)."""
@@ -155,6 +126,7 @@ class Connector:
         the ring position ``peer`` (far links, joining, repair; the attempt learns who answered).
         ``via`` makes the connect-to-me start at that peer; ``reply_via`` is where the answer must go
         first (a node not yet in the ring is reachable only through the peer it joined through).
+        ``hints`` are endpoints the peer is believed to have: our NAT is opened towards them at once.
         Returns the attempt id, or ``None`` when a link or attempt already exists (the role is added)."""
         node = self.node
         if exact:
@@ -167,25 +139,34 @@ class Connector:
                 existing.role |= role
                 return None
         attempt = self._new(CONNECT, role, peer if exact else None, now)
-        attempt.token = node.rng.getrandbits(62)
         attempt.target, attempt.exact, attempt.via = peer, exact, via
         attempt.reply_via = reply_via if reply_via is not None else node.maintenance.reply_via()
-        self.by_token[attempt.token] = attempt
-        attempt.targets = list(hints)
-        self._send_connect(attempt, now)
-        if hints and exact:
-            self._send_inits(attempt, now, prepunch=True)
-        node.set_timer(attempt.next_send, "attempt", attempt.id)
+        self._start_connect(attempt, hints if exact else (), now)
+        if exact and hints and not any(is_private(host) for host, _ in hints):
+            # A peer without a private address is most likely public: a handshake straight to it
+            # links at once, without waiting for the connect-to-me to find it through the ring. (Not
+            # to a peer behind a NAT: an unsolicited packet can take its router's port, see punching.)
+            attempt.targets = list(hints)
+            self._send_inits(attempt, now)
         return attempt.id
 
-    def _send_connect(self, attempt: Attempt, now: float) -> None:
-        assert attempt.target is not None
-        msg = Connect(attempt.token, attempt.role, self.candidates(), attempt.reply_via)
-        self.node.send_overlay(
-            attempt.target, msg, now, exact=attempt.exact, exclude_src=not attempt.exact, via=attempt.via
-        )
-        attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
-        attempt.retries += 1
+    def try_direct(self, link: Link, now: float) -> int | None:
+        """An upgrade attempt for a tunnelled link: connect-to-me and punch again; a handshake on the
+        path found moves the link to it. Nothing changes when punching fails."""
+        if link.peer in self.by_peer or link.direct:
+            return None
+        attempt = self._new(CONNECT, 0, link.peer, now)
+        attempt.upgrade = True
+        self._start_connect(attempt, link.candidates, now)
+        return attempt.id
+
+    def _start_connect(self, attempt: Attempt, hints: tuple[Endpoint, ...], now: float) -> None:
+        attempt.token = self.node.rng.getrandbits(62) or 1
+        self.by_token[attempt.token] = attempt
+        if hints:
+            self.punch.prepunch(attempt.token, hints, now)
+        self.signalling.send_connect(attempt, now)
+        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
 
     def rekey(self, link: Link, now: float) -> None:
         """A fresh key exchange on an existing link, along its current path."""
@@ -196,22 +177,17 @@ class Connector:
             attempt.targets = [link.endpoint]
             self._send_inits(attempt, now)
             return
-        attempt.state = TUNNEL
-        attempt.tunnel = TunnelPath(link.peer, link.relay)
-        self.node.transmit(self._handshake(attempt, now).packet, attempt.tunnel, now)
-        attempt.next_send = now + RETRANSMIT_S
-        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+        self._tunnel(attempt, TunnelPath(link.peer, link.relay), now)
 
-    def _send_inits(self, attempt: Attempt, now: float, prepunch: bool = False) -> None:
+    def _send_inits(self, attempt: Attempt, now: float) -> None:
         hs = self._handshake(attempt, now)
         for endpoint in attempt.targets:
-            if prepunch:
-                self.node.transmit(hs.packet, endpoint, now, ttl=PREPUNCH_TTL)
             self.node.transmit(hs.packet, endpoint, now)
-        if attempt.state == HANDSHAKE:
-            attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
-            attempt.retries += 1
-            self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+        attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
+        attempt.retries += 1
+        if attempt.tunnel_at is not None:  # after a punch: fast, and only until the fallback
+            attempt.next_send = min(now + DIRECT_RETRANSMIT_S, attempt.tunnel_at)
+        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
 
     # -- timers ---------------------------------------------------------------------------------------
 
@@ -227,26 +203,27 @@ class Connector:
             return
         state = attempt.state
         if state == HANDSHAKE:
-            self._send_inits(attempt, now)
+            if attempt.tunnel_at is not None and now >= attempt.tunnel_at:
+                self.punch_failed(attempt, "the direct handshake went unanswered", now)
+            else:
+                self._send_inits(attempt, now)
             return
         if state == CONNECT:
-            self._send_connect(attempt, now)
-            if attempt.targets:
-                self._send_inits(attempt, now)
+            self.signalling.send_connect(attempt, now)
         elif state == PUNCH:
-            if now >= attempt.punch_deadline:
-                self._start_tunnel(attempt, now)
-                return
-            self._send_inits(attempt, now)
-            attempt.next_send = now + PUNCH_INTERVAL_S
+            # The punch session has its own timer and reports back; this only guards the deadline.
+            attempt.next_send = attempt.deadline
         elif state == TUNNEL:
             assert attempt.tunnel is not None
+            if attempt.tunnel.relay is None and attempt.peer is not None and not attempt.upgrade:
+                relay = self.relays.choose(attempt.neighbours)  # recruited by now?
+                attempt.tunnel = TunnelPath(attempt.peer, relay)
             self.node.transmit(self._handshake(attempt, now).packet, attempt.tunnel, now)
             attempt.next_send = now + RETRANSMIT_S
         elif state == CONFIRM:
             session = attempt.session
             if session is None or session.confirmed:
-                self._finish(attempt)
+                self.finish(attempt, now)
                 return
             fin = session.fin_packet
             link = self.node.table.get(session.peer_address)
@@ -256,43 +233,68 @@ class Connector:
             attempt.next_send = now + RETRANSMIT_S
         self.node.set_timer(attempt.next_send, "attempt", attempt.id)
 
-    def _start_tunnel(self, attempt: Attempt, now: float) -> None:
+    def on_punch_result(self, attempt_id: int, event: PunchEvent, now: float) -> None:
+        """The requester's punch session ended: handshake on the direct path, or fall back."""
+        attempt = self.attempts.get(attempt_id)
+        if attempt is None or attempt.state != PUNCH:
+            return
+        if isinstance(event, PunchSucceeded):
+            self.outcomes["punch_succeeded"] += 1
+            if event.peer_reflexive:
+                self.outcomes["punch_via_prflx"] += 1
+            attempt.state = HANDSHAKE
+            attempt.targets = [event.endpoint]
+            attempt.retries = 0
+            attempt.tunnel_at = now + DIRECT_HANDSHAKE_S
+            self._send_inits(attempt, now)
+            return
+        self.punch_failed(attempt, "no direct path", now)
+
+    def punch_failed(self, attempt: Attempt, reason: str, now: float) -> None:
+        self.outcomes["punch_failed"] += 1
         node = self.node
         assert attempt.peer is not None
-        relay: Address | None = None
-        best: float | None = None
-        for neighbour in attempt.neighbours:
-            link = node.table.get(neighbour.address)
-            if link is None or not link.direct:
-                continue
-            rtt = link.srtt if link.srtt is not None else 1.0
-            if best is None or rtt < best:
-                relay, best = neighbour.address, rtt
-        attempt.state = TUNNEL
-        attempt.tunnel = TunnelPath(attempt.peer, relay)
-        self.outcomes["punch_failed"] += 1
+        if attempt.upgrade:
+            self.outcomes["upgrade_failed"] += 1
+            log.debug("%s still no direct path to %s", node.log_prefix, short(attempt.peer))
+            self.finish(attempt, now)
+            self.relays.upgrade_failed(attempt.peer, attempt.neighbours, now)
+            return
+        relay = self.relays.choose(attempt.neighbours)
+        self.relays.remember(attempt.peer, attempt.neighbours)
+        if relay is None:
+            self.relays.recruit(attempt.neighbours, now)
         log.info(
-            "%s no direct path to %s; tunnelling via %s",
+            "%s %s to %s; tunnelling via %s",
             node.log_prefix,
+            reason,
             short(attempt.peer),
             short(relay) if relay is not None else "the overlay",
         )
-        node.transmit(self._handshake(attempt, now).packet, attempt.tunnel, now)
+        self._tunnel(attempt, TunnelPath(attempt.peer, relay), now)
+
+    def _tunnel(self, attempt: Attempt, path: TunnelPath, now: float) -> None:
+        attempt.state = TUNNEL
+        attempt.tunnel = path
+        attempt.tunnel_at = None
+        self.node.transmit(self._handshake(attempt, now).packet, path, now)
         attempt.next_send = now + RETRANSMIT_S
-        node.set_timer(attempt.next_send, "attempt", attempt.id)
+        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
 
     def _fail(self, attempt: Attempt, reason: str, now: float) -> None:
         self.outcomes[f"failed_{attempt.state}"] += 1
         log.debug("%s attempt %d (%s) failed: %s", self.node.log_prefix, attempt.id, attempt.state, reason)
         session = attempt.session
-        self._finish(attempt)
+        self.finish(attempt, now)
+        if attempt.upgrade:
+            return
         if session is not None and not session.confirmed:
             link = self.node.table.get(session.peer_address)
             if link is not None and link.sessions == [session]:
                 self.node.drop_link(link, "handshake never confirmed", now)
         self.node.maintenance.attempt_failed(attempt.peer, attempt.role, attempt.targets, now)
 
-    def _finish(self, attempt: Attempt) -> None:
+    def finish(self, attempt: Attempt, now: float) -> None:
         self.attempts.pop(attempt.id, None)
         if attempt.peer is not None and self.by_peer.get(attempt.peer) is attempt:
             del self.by_peer[attempt.peer]
@@ -300,6 +302,7 @@ class Connector:
             self.by_handshake.pop(attempt.handshake.index, None)
         if attempt.token:
             self.by_token.pop(attempt.token, None)
+            self.punch.finish(attempt.token, now)
 
     # -- handshake results --------------------------------------------------------------------------
 
@@ -319,7 +322,7 @@ class Connector:
         link.sessions.append(session)
         if len(link.sessions) > 3:
             node.security.close_session(link.sessions.pop(0))
-        self._set_path(link, path)
+        self._set_path(link, path, now)
         if attempt is not None:
             # The peer's punch probe often beats its ConnectReply (one hop against a routed path):
             # a session is an answer too.
@@ -327,21 +330,30 @@ class Connector:
             if attempt.peer is None:  # a far link or a bootstrap: now we know who answered
                 attempt.peer = peer
             node.maintenance.add_role(link, attempt.role, now, announce=False)
-            self.outcomes["direct" if link.direct else "tunnel"] += 1
+            if attempt.token:
+                self.outcomes["direct" if not isinstance(path, TunnelPath) else "tunnel"] += 1
+                if attempt.punch_started is not None and not isinstance(path, TunnelPath):
+                    self.direct_times.append(now - attempt.punch_started)
             if session.confirmed:
-                self._finish(attempt)
+                self.finish(attempt, now)
             else:
                 attempt.state = CONFIRM
                 attempt.session = session
                 attempt.next_send = now + RETRANSMIT_S
                 node.set_timer(attempt.next_send, "attempt", attempt.id)
         pending = self.by_peer.get(peer)
-        if pending is not None and pending is not attempt and pending.state != CONFIRM:
+        if (
+            pending is not None
+            and pending is not attempt
+            and pending.state != CONFIRM
+            and not (pending.upgrade and isinstance(path, TunnelPath))
+        ):
             # The peer reached us first (simultaneous open, or it answered our connect-to-me with a
-            # handshake of its own): our attempt has nothing left to do.
+            # handshake of its own): our attempt has nothing left to do, unless it seeks a direct
+            # path that this handshake did not bring.
             node.maintenance.add_role(link, pending.role, now, announce=False)
-            self._finish(pending)
-        self.punch.stop(peer)
+            self.finish(pending, now)
+        self.punch.stop_peer(peer, now)
         self._send_hello(link, now)
         if new:
             node.link_up(link)
@@ -360,13 +372,17 @@ class Connector:
     def _send_hello(self, link: Link, now: float) -> None:
         self.node.send_control(link, Hello(link.my_roles, self.candidates(), link.endpoint), now)
 
-    def _set_path(self, link: Link, path: Path) -> None:
+    def _set_path(self, link: Link, path: Path, now: float) -> None:
         if isinstance(path, TunnelPath):
             if link.endpoint is None:
-                link.relay = path.relay
-        else:
-            link.endpoint = path
-            link.relay = None
+                self.relays.set_relay(link, path.relay, now)
+                self.relays.tunnelled(link, now)
+            return
+        if link.endpoint is None and link.sessions[:-1]:
+            self.outcomes["upgraded_to_direct"] += 1
+            log.info("%s link to %s upgraded to direct %s", self.node.log_prefix, short(link.peer), path)
+        link.endpoint = path
+        link.relay = None
 
     def hello_received(self, link: Link, now: float) -> None:
         attempt = self.by_peer.get(link.peer)
@@ -376,96 +392,61 @@ class Connector:
             and attempt.session is not None
             and attempt.session.confirmed
         ):
-            self._finish(attempt)
+            self.finish(attempt, now)
+        if not link.direct:
+            self.relays.candidates_heard(link, now)
 
-    def path_changed(self, link: Link, endpoint: Endpoint, now: float) -> None:
-        """An authenticated packet arrived from a new underlay endpoint: the peer roamed, or a direct
-        path now works where we had a tunnel. Follow it, as WireGuard does."""
+    def path_changed(self, link: Link, path: Path, now: float) -> None:
+        """An authenticated packet arrived along another path than the link's. From a new underlay
+        endpoint on a direct link: the peer roamed; follow it, as WireGuard does. Through another relay
+        on a tunnelled link: the peer moved its tunnel; answer the same way. A direct packet on a
+        tunnelled link proves only one direction, so it changes nothing: upgrades go through a punch."""
+        if isinstance(path, TunnelPath):
+            if link.endpoint is None and path.relay != link.relay and path.relay is not None:
+                self.outcomes["relay_followed"] += 1
+                self.relays.set_relay(link, path.relay, now)
+            return
         if link.endpoint is None:
-            self.outcomes["upgraded_to_direct"] += 1
-            log.info("%s link to %s upgraded to direct %s", self.node.log_prefix, short(link.peer), endpoint)
-        else:
-            self.outcomes["roamed"] += 1
-        link.endpoint = endpoint
+            self.node.counters["rx_direct_on_tunnel"] += 1
+            return
+        self.outcomes["roamed"] += 1
+        link.endpoint = path
         link.relay = None
 
-    # -- connect-to-me ------------------------------------------------------------------------------
-
-    def on_overlay_message(self, src: Address, msg: Any, now: float) -> None:
-        if isinstance(msg, Connect):
-            self._on_connect(src, msg, now)
-        elif isinstance(msg, ConnectReply):
-            self._on_connect_reply(src, msg, now)
-
-    def _on_connect(self, src: Address, msg: Connect, now: float) -> None:
-        node = self.node
-        if src == node.address:
-            return
-        node.maintenance.learn((Neighbour(src, msg.candidates),), now)
-        reply = ConnectReply(msg.token, self.candidates(), node.maintenance.neighbour_list())
-        node.send_overlay(src, reply, now, via=msg.reply_via)
-        if msg.candidates:
-            self.punch.start(src, msg.token, msg.candidates, now)
-
-    def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
-        node = self.node
-        attempt = self.by_token.get(msg.token)
-        node.maintenance.learn((*msg.neighbours, Neighbour(src, msg.candidates)), now)
-        if attempt is None or attempt.state != CONNECT:
-            return
-        node.maintenance.connect_answered(attempt.id, now)
-        if attempt.peer is None:
-            attempt.peer = src
-            link = node.table.get(src)
-            if link is not None or src in self.by_peer:
-                if link is not None:
-                    node.maintenance.add_role(link, attempt.role, now)
-                self._finish(attempt)
-                return
-            self.by_peer[src] = attempt
-        elif attempt.peer != src:
-            return
-        attempt.state = PUNCH
-        attempt.neighbours = msg.neighbours
-        for endpoint in msg.candidates:
-            if endpoint not in attempt.targets:
-                attempt.targets.append(endpoint)
-        attempt.punch_deadline = now + node.config.punch_timeout_s
-        attempt.next_send = now + PUNCH_INTERVAL_S
-        attempt.retries = 0
-        self._send_inits(attempt, now, prepunch=True)
-        node.set_timer(attempt.next_send, "attempt", attempt.id)
-
-    # -- probes and foreign datagrams ---------------------------------------------------------------
+    # -- datagrams that are not link packets ----------------------------------------------------------
 
     def on_probe(self, data: bytes, path: Path, now: float) -> None:
-        """A punch probe from the peer of a connect-to-me: where it came from is where the peer can
-        be reached (a peer-reflexive candidate), so the handshake goes there at once."""
+        """A datagram of the overlay's wire that is not a link packet: a punch probe or a LAN beacon."""
         if isinstance(path, TunnelPath):
             self.node.counters["rx_dropped_tunnelled_probe"] += 1
             return
-        token = self.punch.receive(data, path, now)
-        attempt = self.by_token.get(token) if token is not None else None
-        if attempt is None or attempt.state not in (CONNECT, PUNCH):
-            return
-        if path not in attempt.targets:
-            attempt.targets.append(path)
-            self.outcomes["prflx_learned"] += 1
-            self.node.transmit(self._handshake(attempt, now).packet, path, now)
+        if is_probe(data):
+            self.punch.receive(data, path, now)
+        elif is_beacon(data):
+            self.node.counters["rx_beacon"] += 1
+        else:
+            self.node.counters["rx_dropped_unknown_type"] += 1
 
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
+        if not isinstance(path, TunnelPath) and is_stun(data):
+            self.node.counters["rx_stun"] += 1
+            return
         self.node.counters["rx_dropped_foreign"] += 1
 
     # -- where this node can be reached ---------------------------------------------------------------
 
     def observed(self, link: Link, endpoint: Endpoint | None, now: float) -> None:
-        self.reflexive.observed(link.peer, endpoint)
+        self.reflexive.observed(link.peer, link.endpoint, endpoint, now)
 
     def candidates(self) -> tuple[Endpoint, ...]:
         return self.reflexive.candidates()
 
     def nat_status(self) -> dict[str, Any]:
-        return {**self.reflexive.status(), "outcomes": dict(sorted(self.outcomes.items()))}
+        return {
+            **self.reflexive.status(),
+            **self.relays.status(),
+            "outcomes": dict(sorted(self.outcomes.items())),
+        }
 
     def leaf_links(self) -> list[Link]:
         return [link for link in self.node.table if link.my_roles & LEAF]

@@ -24,7 +24,7 @@ from collections import Counter, deque
 from random import Random
 from typing import Any
 
-from .address import Address, closer, short
+from .address import Address, short
 from .config import OverlayConfig
 from .connector import Connector, TunnelPath
 from .datapath import DataPath
@@ -36,7 +36,6 @@ from .events import (
     OverlayEvent,
     Service,
     Transmit,
-    Undeliverable,
 )
 from .identity import Identity
 from .linksec import (
@@ -56,6 +55,7 @@ from .linksec import (
 from .liveness import Liveness
 from .maintenance import Maintenance
 from .pmtu import PmtuConfig
+from .routing import Routing
 from .sessions import preferred_session
 from .status import node_status
 from .table import ConnectionTable, Link, role_names
@@ -74,15 +74,12 @@ from .wire import (
     Pong,
     Roles,
     Routed,
-    RouteError,
     WireError,
     decode_control,
-    decode_overlay,
     decode_routed,
     encode_app,
     encode_control,
     encode_overlay,
-    encode_routed,
 )
 
 log = logging.getLogger(__name__)
@@ -98,7 +95,7 @@ MAX_EVENTS = 65536
 """Events not drained by the application are dropped (and counted) beyond this, bounding memory."""
 
 
-class OverlayNode:
+class OverlayNode(Routing):
     """One overlay member. See the module docstring for how to drive it."""
 
     def __init__(
@@ -176,6 +173,8 @@ class OverlayNode:
                 self.maintenance.tick(now)
             elif kind == "punchback":
                 self.connector.punch.round(now)
+            elif kind == "nat":
+                self.connector.relays.tend(now)
             elif kind == "repair":
                 self.maintenance.repair(now)
             elif kind == "pmtu":
@@ -294,6 +293,7 @@ class OverlayNode:
         if self.table.remove(link.peer) is None:
             return
         self.suspects.discard(link.peer)
+        self.connector.relays.relay_gone(link.peer, now)
         for session in link.sessions:
             if linger:
                 self._lingering[session.index] = (session, now + LINGER_S)
@@ -367,7 +367,7 @@ class OverlayNode:
             return
         link.last_rx = now
         link.probe_tries = 0
-        if not isinstance(path, TunnelPath) and path != link.endpoint:
+        if path != self.link_path(link):
             self.connector.path_changed(link, path, now)
             self.datapath.endpoint_changed(link, now)
         if not plaintext:
@@ -430,91 +430,10 @@ class OverlayNode:
             old, link.peer_roles = link.peer_roles, msg.roles
             self.maintenance.roles_changed(link, old, now)
         elif isinstance(msg, Neighbours):
+            self.connector.heard_of(link.peer, msg.entries)
             self.maintenance.learn(msg.entries, now)
         elif isinstance(msg, Close):
             self.drop_link(link, f"closed by peer: {msg.reason}", now)
-
-    # -- routing ------------------------------------------------------------------------------------
-
-    def route(self, msg: Routed, now: float) -> None:
-        """Deliver ``msg`` here or forward it one hop closer to its destination."""
-        if msg.hops > self.config.hop_limit:
-            self.counters["route_hop_limit"] += 1
-            self._route_failed(msg, "hop_limit", now)
-            return
-        if msg.via is not None:
-            if msg.via != self._address:
-                self._route_towards(msg.via, True, None, msg, now)
-                return
-            msg.via = None  # reached the via node: from here on, ordinary routing to dest
-        exclude = msg.src if msg.flags & FLAG_EXCLUDE_SRC else None
-        self._route_towards(msg.dest, bool(msg.flags & FLAG_EXACT), exclude, msg, now)
-
-    def _route_towards(
-        self, target: Address, exact: bool, exclude: Address | None, msg: Routed, now: float
-    ) -> None:
-        me = self._address
-        if target == me and exclude != me:
-            self._deliver(msg, now)
-            return
-        link = self.table.get(target)
-        if link is None or not link.sessions or target == exclude:
-            nxt = self.table.closest(target, exclude, self.suspects)
-            if self.suspects and nxt is not None and exclude != me and not closer(target, nxt, me):
-                nxt = self.table.closest(target, exclude)  # no way around the suspect makes progress
-            link = None if nxt is None else self.table.get(nxt)
-            if link is not None and exclude != me and not closer(target, link.peer, me):
-                link = None  # this node is at least as close as any peer: the route ends here
-        if link is None:
-            if exact or (exclude == me and msg.src == me):
-                self._route_failed(msg, "no_route" if len(self.table) else "not_joined", now)
-            else:
-                self._deliver(msg, now)
-            return
-        self._forward(link, msg, now)
-
-    def _forward(self, link: Link, msg: Routed, now: float) -> None:
-        if msg.src != self._address:
-            self.counters["forwarded"] += 1
-        self.liveness.on_send(link, now)
-        self.send_plain(
-            link,
-            encode_routed(msg.flags, msg.service, msg.hops, msg.src, msg.dest, msg.via, msg.payload),
-            now,
-        )
-
-    def _deliver(self, msg: Routed, now: float) -> None:
-        exact = msg.dest == self._address
-        if msg.service == Service.OVERLAY:
-            try:
-                overlay_msg = decode_overlay(msg.payload)
-            except WireError:
-                self.counters["rx_malformed"] += 1
-                return
-            if isinstance(overlay_msg, RouteError):
-                self.emit(Undeliverable(overlay_msg.dest, overlay_msg.service, "no_route"))
-                self.maintenance.route_error(overlay_msg.dest, now)
-            else:
-                self.connector.on_overlay_message(msg.src, overlay_msg, now)
-            return
-        if msg.service == Service.TUNNEL:
-            if not exact or len(msg.payload) < 22:
-                self.counters["rx_malformed"] += 1
-                return
-            relay_bytes = msg.payload[:20]
-            relay = None if relay_bytes == bytes(20) else Address(int.from_bytes(relay_bytes, "big"))
-            self._receive(msg.payload[20:], TunnelPath(msg.src, relay), now)
-            return
-        self.emit(Delivered(msg.src, msg.dest, msg.service, msg.payload, msg.hops, exact))
-
-    def _route_failed(self, msg: Routed, reason: str, now: float) -> None:
-        if msg.src == self._address:
-            self.emit(Undeliverable(msg.dest, msg.service, reason))
-            return
-        if msg.service in (Service.OVERLAY, Service.TUNNEL):
-            return  # no error about errors, and tunnels have their own retransmission
-        self.counters["route_errors_sent"] += 1
-        self.send_overlay(msg.src, RouteError(msg.dest, msg.service), now)
 
     # -- status -----------------------------------------------------------------------------------
 

@@ -1,47 +1,86 @@
-"""Pure. Where this node can be reached: its own socket's addresses, and what its peers see.
+"""Pure. Where this node can be reached: its own socket's addresses, what its peers see, and its NAT.
 
-Every link peer tells us the endpoint it sees our packets come from (in ``Hello`` and ``Pong``). Behind a
-NAT that is our public (server-reflexive) endpoint, found without any STUN server; behind an
-address-dependent NAT different peers see different ports, so a few are kept, newest first.
+Every directly linked peer tells us the endpoint it sees our packets come from (in ``Hello`` and
+``Pong``); STUN servers, when configured, say the same. These observations feed a ``nat.NatObserver``,
+which finds our public (server-reflexive) endpoints without any STUN server, classifies the NAT's
+mapping (none, endpoint-independent, dependent) and the usual port step of a sequential symmetric NAT.
+From that ``nat.gather`` ranks the candidates a connect-to-me advertises: host endpoints first (a peer
+on the same LAN reaches them), then reflexive ones, then predicted ports where prediction can help.
+
+Filtering cannot be seen from peers we talk to; it stays ``unknown`` unless a STUN server that supports
+RFC 5780 answered a CHANGE-REQUEST (then the NAT type reads full, addr or port, as in the NAT lab).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
+from nat import MappingBehaviour, NatObserver, NatProfile, endpoints, format_endpoint, gather
+
+from .address import short
 from .events import Endpoint
 
-MAX_REFLEXIVE = 4
-"""Reflexive endpoints remembered (peers may see us at different ones behind an address-dependent NAT)."""
+log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 8
-"""Candidates offered to a peer: every one costs a probe per punch round."""
+"""Candidates offered to a peer (the wire's limit): every one costs probes in every punch."""
+
+DEPENDENT_REFLEXIVE = 2
+"""Behind a dependent (symmetric) mapping every peer sees another port and none of them will be used
+for a new peer; the two newest are still advertised, as the lab's ``symr`` NAT sometimes reuses one."""
 
 _WILDCARDS = ("0.0.0.0", "::")
 
 
 class Reflexive:
-    def __init__(self, local_endpoints: tuple[Endpoint, ...]) -> None:
+    def __init__(self, local_endpoints: tuple[Endpoint, ...], log_prefix: str = "") -> None:
         self.local = tuple(ep for ep in local_endpoints if ep[0] not in _WILDCARDS)
-        self._seen: list[tuple[Endpoint, int]] = []
+        self.observer = NatObserver(self.local)
+        self.log_prefix = log_prefix
+        self._now = 0.0
+        self._cached: tuple[Endpoint, ...] | None = None
+        self.stun_filtering: str | None = None
 
-    def observed(self, peer: int, endpoint: Endpoint | None) -> None:
-        """``peer`` sees this node at ``endpoint``."""
-        if endpoint is None or endpoint in self.local:
+    def observed(
+        self, peer: int, peer_endpoint: Endpoint | None, endpoint: Endpoint | None, now: float
+    ) -> None:
+        """``peer``, whom we reach directly at ``peer_endpoint``, sees this node at ``endpoint``."""
+        if endpoint is None or peer_endpoint is None:
             return
-        entry = (endpoint, peer)
-        if entry in self._seen:
-            return
-        self._seen = [e for e in self._seen if e[1] != peer][-(MAX_REFLEXIVE - 1) :]
-        self._seen.append(entry)
+        self._now = now
+        for change in self.observer.observe(peer_endpoint, endpoint, now, peer=short(peer)):
+            log.info(
+                "%s public endpoint %s -> %s (%s)", self.log_prefix, change.old, change.new, change.reason
+            )
+        self._cached = None
+
+    def profile(self, now: float | None = None) -> NatProfile:
+        return self.observer.profile(self._now if now is None else now)
+
+    def behind_nat(self) -> bool:
+        """Unless peers see our socket at its own address: a pre-punch is worth sending."""
+        return self.observer.mapping(self._now) is not MappingBehaviour.NONE
 
     def candidates(self) -> tuple[Endpoint, ...]:
-        """Our own socket's addresses, then what peers see, newest first."""
-        seen = list(self.local)
-        for endpoint, _ in reversed(self._seen):
-            if endpoint not in seen:
-                seen.append(endpoint)
-        return tuple(seen[:MAX_CANDIDATES])
+        """Host endpoints, then reflexive ones (a few only behind a dependent mapping), then predicted."""
+        if self._cached is None:
+            profile = self.profile()
+            public = profile.public
+            if profile.mapping in (
+                MappingBehaviour.ADDRESS_DEPENDENT,
+                MappingBehaviour.ADDRESS_AND_PORT_DEPENDENT,
+            ):
+                public = public[:DEPENDENT_REFLEXIVE]
+                profile = replace(profile, public=public)
+            ranked = gather(self.local, (), profile=profile)
+            self._cached = endpoints(ranked)[:MAX_CANDIDATES]
+        return self._cached
 
     def status(self) -> dict[str, Any]:
-        return {"reflexive": sorted({f"{h}:{p}" for (h, p), _ in self._seen})}
+        profile = self.profile()
+        out: dict[str, Any] = profile.as_dict()
+        out["reflexive"] = [format_endpoint(e) for e in profile.public]
+        out["candidates"] = [format_endpoint(e) for e in self.candidates()]
+        return out

@@ -28,8 +28,10 @@ NEAR = 0x01
 FAR = 0x02
 SHORTCUT = 0x04
 LEAF = 0x08
+RELAY = 0x10
+"""The link carries tunnels of others: a relay both ends of a tunnelled link reach directly."""
 
-ROLE_NAMES = {NEAR: "near", FAR: "far", SHORTCUT: "shortcut", LEAF: "leaf"}
+ROLE_NAMES = {NEAR: "near", FAR: "far", SHORTCUT: "shortcut", LEAF: "leaf", RELAY: "relay"}
 
 
 def role_names(roles: int) -> frozenset[str]:

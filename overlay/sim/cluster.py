@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import Random
 
+from nat import NatType, make_nat
+
 from ..address import Address, closer, ring_distance
 from ..config import OverlayConfig
 from ..events import Delivered, Endpoint, JoinStateChanged, Service, Undeliverable
@@ -23,6 +25,7 @@ from .host import SimHost
 from .model import LatencyModel
 from .network import Network
 from .scheduler import Scheduler
+from .seams import NatBox
 
 PORT = 5800
 """Every simulated node listens on the same port, as real ones do by default."""
@@ -41,6 +44,8 @@ class Member:
     host: SimHost
     started: float
     joined_at: float | None = None
+    nat_type: str = "public"
+    """The lab type of the NAT box the node sits behind (``nat.NatType``), or ``public``."""
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Cluster:
         self._routes: dict[int, tuple[Address, float]] = {}
         self._route_hops: dict[int, int] = {}
         self._route_failed: set[int] = set()
+        self._site_hosts: dict[int, int] = {}
         self.on_event: Callable[[Member, object], None] | None = None
         """Extra event consumer (e.g. a DHT on top); called for every event of every member."""
 
@@ -86,12 +92,44 @@ class Cluster:
 
     # -- membership ---------------------------------------------------------------------------------
 
-    def add_node(self, *, bootstrap: tuple[Endpoint, ...] | None = None) -> Member:
+    def add_node(
+        self,
+        *,
+        bootstrap: tuple[Endpoint, ...] | None = None,
+        nat: NatType | str | None = None,
+        beside: Member | None = None,
+        router_input_accept: bool = False,
+        hairpin: bool = False,
+    ) -> Member:
         """Start a node; it joins through ``bootstrap`` (default: the cluster's bootstrap peers; the
-        very first node has none and starts a new overlay)."""
+        very first node has none and starts a new overlay). With ``nat`` (a ``nat.NatType`` other than
+        public) the node sits alone behind a new NAT box of that type, at a private address (the same
+        192.168.1.2 at every site, as at home); ``beside`` puts it on the LAN of that member's NAT box
+        instead. ``router_input_accept`` and ``hairpin`` configure a new box as ``nat.LinuxNat`` does."""
         self._count += 1
         i = self._count
         ip = f"11.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+        box: NatBox | None = None
+        nat_type = "public"
+        if beside is not None:
+            box, nat_type = beside.host.nat, beside.nat_type
+            if box is None:
+                raise ValueError("beside= needs a member behind a NAT box")
+            self._site_hosts[id(box)] = self._site_hosts.get(id(box), 1) + 1
+            ip = f"192.168.1.{1 + self._site_hosts[id(box)]}"
+        elif nat is not None and NatType(nat) is not NatType.PUBLIC:
+            public_ip = f"12.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+            made = make_nat(
+                nat,
+                public_ip,
+                Random(self.rng.getrandbits(64)),
+                hairpin=hairpin,
+                router_input_accept=router_input_accept,
+            )
+            assert made is not None
+            box, nat_type = made, NatType(nat).value
+            self._site_hosts[id(box)] = 1
+            ip = "192.168.1.2"
         identity = Identity.generate(self.rng)
         if bootstrap is None:
             bootstrap = self.bootstrap
@@ -107,8 +145,8 @@ class Cluster:
             if member_box:
                 self._drain(member_box[0])
 
-        host = self.network.add_host(ip, PORT, node, after_activity=drain)
-        member = Member(node, host, now)
+        host = self.network.add_host(ip, PORT, node, nat=box, after_activity=drain)
+        member = Member(node, host, now, nat_type=nat_type)
         member_box.append(member)
         if node.maintenance.state == "joined":
             member.joined_at = now

@@ -252,14 +252,13 @@ def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest
     assert result["route_failures"] == 0
 
 
-def test_simulate_refuses_what_it_cannot_simulate_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["simulate", "--nodes", "10", "--nat-blocked", "0.2"]) == 2
-    assert "not simulated yet" in capsys.readouterr().err
-    assert cli.main(["simulate", "--nodes", "10", "--session-median", "60"]) == 2
-    assert "--session-median needs --dht" in capsys.readouterr().err
+def test_simulate_refuses_a_share_of_blocked_pairs_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["simulate", "--nodes", "10", "--nat-blocked", "1.5"])
+    assert exit_.value.code == 2
+    assert "not a fraction between 0 and 1" in capsys.readouterr().err
 
 
-@pytest.mark.timeout(300)
 def test_simulate_dht_with_churn_prints_the_issues_fields(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,6 +277,16 @@ def test_simulate_dht_with_churn_prints_the_issues_fields(
         assert field in result, field
     assert result["session_median_s"] == 600.0 and result["create_trials"] == 1
     assert result["create_double_winners"] == 0 and result["gets"] > 50
+
+
+def test_simulate_with_blocked_nat_pairs_reports_routability(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nodes behind NAT models, a third of whose pairs cannot link directly: the figures say so."""
+    assert cli.main(["simulate", "--nodes", "40", "--seed", "2", "--nat-blocked", "0.3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.2 <= result["nat_pairs_blocked"] <= 0.4
+    assert result["routability"] >= 0.99
+    assert 0 < result["links_direct_share"] < 1 and result["links_relayed"] > 0
+    assert result["direct_link_s_p50"] <= 1.0
 
 
 STUBBORN_NODE = """

@@ -1,0 +1,114 @@
+"""Pure. The connect-to-me exchange (Brunet's CTM): how link attempts find their peer through the overlay.
+
+Theory of operation. A requester routes ``Connect`` (a random token, its role, its candidate endpoints)
+to the peer's address, or to a ring position when it wants whichever node is closest there (joining,
+far links, repair). The node that receives it answers with ``ConnectReply`` (the same token, its own
+candidates, and the nodes it reaches directly: its ring neighbours first) and starts punching back at
+once (``punching``). The answer moves the requester's attempt from CONNECT to PUNCH (``connector``).
+
+Greedy routing may not yet reach a node that the ring has not taken in, so a ``Connect`` to a node
+learned from a neighbour list goes through the peer that named it (its *informant*, linked to both),
+and the answer comes back the same way. ``MAX_INFORMANTS`` bounds what is remembered.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .address import Address
+from .attempt import CONNECT, PUNCH, RETRANSMIT_S, Attempt
+from .wire import Connect, ConnectReply, Neighbour
+
+if TYPE_CHECKING:
+    from .connector import Connector
+    from .node import OverlayNode
+
+MAX_INFORMANTS = 256
+"""Nodes whose informant is remembered: far more than the nodes a node ever wants to link to from
+hearsay (its near candidates), and a bound whatever neighbour lists say."""
+
+
+class Signalling:
+    """Connect-to-me messages of one node, sent and received (see the module docstring)."""
+
+    def __init__(self, node: OverlayNode, connector: Connector) -> None:
+        self.node = node
+        self.connector = connector
+        self.informants: dict[int, Address] = {}
+        """For nodes heard of in neighbour lists: the link peer that named them (see ``heard_of``)."""
+
+    def heard_of(self, informant: Address, entries: tuple[Neighbour, ...]) -> None:
+        """``informant`` (a link peer) named ``entries`` among its neighbours: it is linked to them."""
+        self.connector.relays.heard_neighbours(informant, entries)
+        informants = self.informants
+        for entry in entries:
+            informants.pop(entry.address, None)
+            informants[entry.address] = informant
+        while len(informants) > MAX_INFORMANTS:
+            del informants[next(iter(informants))]  # the oldest first: dicts keep insertion order
+
+    def send_connect(self, attempt: Attempt, now: float) -> None:
+        assert attempt.target is not None
+        if attempt.exact and attempt.via is None:
+            # Through the peer that told us of the target: greedy routing may not reach a node that
+            # the ring has not taken in yet, but its informant is linked to it (and to us).
+            informant = self.informants.get(attempt.target)
+            link = self.node.table.get(informant) if informant is not None else None
+            if link is not None and link.sessions:
+                attempt.via = informant
+                if attempt.reply_via is None:
+                    attempt.reply_via = informant
+        msg = Connect(attempt.token, attempt.role, self.connector.candidates(), attempt.reply_via)
+        self.node.send_overlay(
+            attempt.target, msg, now, exact=attempt.exact, exclude_src=not attempt.exact, via=attempt.via
+        )
+        attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
+        attempt.retries += 1
+
+    def on_overlay_message(self, src: Address, msg: Any, now: float, hops: int = 0) -> None:
+        if isinstance(msg, Connect):
+            self._on_connect(src, msg, now, hops)
+        elif isinstance(msg, ConnectReply):
+            self._on_connect_reply(src, msg, now)
+
+    def _on_connect(self, src: Address, msg: Connect, now: float, hops: int) -> None:
+        node, c = self.node, self.connector
+        if src == node.address:
+            return
+        node.maintenance.learn((Neighbour(src, msg.candidates),), now)
+        reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
+        node.send_overlay(src, reply, now, via=msg.reply_via)
+        link = node.table.get(src)
+        if msg.candidates and (link is None or not link.direct):
+            c.punch.start(msg.token, src, msg.candidates, now, hold_s=c.punch.hold_for(hops))
+
+    def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
+        node, c = self.node, self.connector
+        attempt = c.by_token.get(msg.token)
+        self.heard_of(src, msg.neighbours)
+        node.maintenance.learn((*msg.neighbours, Neighbour(src, msg.candidates)), now)
+        if attempt is None or attempt.state != CONNECT:
+            return
+        node.maintenance.connect_answered(attempt.id, now)
+        if attempt.peer is None:
+            attempt.peer = src
+            link = node.table.get(src)
+            if link is not None or src in c.by_peer:
+                if link is not None:
+                    node.maintenance.add_role(link, attempt.role, now)
+                c.finish(attempt, now)
+                return
+            c.by_peer[src] = attempt
+        elif attempt.peer != src:
+            return
+        attempt.neighbours = msg.neighbours
+        attempt.punch_started = now
+        # The time the connect-to-me took to find the peer is not the link set-up's to lose.
+        attempt.deadline = max(attempt.deadline, now + node.config.handshake_timeout_s)
+        if not msg.candidates or not c.punch.start(msg.token, src, msg.candidates, now, attempt=attempt.id):
+            attempt.state = PUNCH
+            c.punch_failed(attempt, "nothing to punch", now)
+            return
+        attempt.state = PUNCH
+        attempt.next_send = attempt.deadline
+        node.set_timer(attempt.next_send, "attempt", attempt.id)

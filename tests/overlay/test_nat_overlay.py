@@ -1,0 +1,181 @@
+"""NAT traversal of the overlay in the simulator: for every pair of the NAT lab's types two nodes end up
+linked, directly exactly where the lab found punching possible and through a relay elsewhere; the
+conntrack clash, loss, nodes behind one NAT, a relay that leaves, and an overlay of a few hundred nodes
+in which 30 % of the pairs cannot link directly."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from random import Random
+
+import pytest
+
+from nat import NatType, assign_nat_types, blocked_pairs, pair_is_punchable
+from overlay import Cluster, Delivered, Member, Service
+
+TYPES = ["public", "full", "addr", "port", "sym", "symr"]
+
+
+def run_until(cluster: Cluster, condition: object, timeout: float, step: float = 0.1) -> float:
+    """Run the simulation until ``condition()`` holds; the simulated time that took (fails on timeout)."""
+    start = cluster.now
+    while not condition():  # type: ignore[operator]
+        assert cluster.now - start < timeout, "condition not reached in simulated time"
+        cluster.scheduler.run_for(step)
+    return cluster.now - start
+
+
+def linked(a: Member, b: Member) -> bool:
+    ab, ba = a.node.table.get(b.node.address), b.node.table.get(a.node.address)
+    return bool(ab and ba and ab.sessions and ba.sessions and a.node.connector.busy(b.node.address) is False)
+
+
+def echo_arrives(cluster: Cluster, src: Member, dest: Member) -> bool:
+    got: list[Delivered] = []
+    previous = cluster.on_event
+
+    def catch(member: Member, event: object) -> None:
+        if member is dest and isinstance(event, Delivered) and event.payload == b"ping through":
+            got.append(event)
+
+    cluster.on_event = catch
+    try:
+        src.node.send(dest.node.address, Service.IPOP, b"ping through", cluster.now)
+        src.host.poke()
+        cluster.scheduler.run_for(2.0)
+    finally:
+        cluster.on_event = previous
+    return bool(got)
+
+
+def two_sites(
+    a_type: str, b_type: str, seed: int = 1, *, router_input_accept: bool = False, loss: float = 0.0
+) -> tuple[Cluster, Member, Member]:
+    cluster = Cluster(seed)
+    boot = cluster.add_node()
+    cluster.set_bootstrap([boot])
+    a = cluster.add_node(nat=a_type, router_input_accept=router_input_accept)
+    a.host.impair(loss=loss)
+    run_until(cluster, lambda: a.node.maintenance.state == "joined", 60)
+    b = cluster.add_node(nat=b_type, router_input_accept=router_input_accept)
+    b.host.impair(loss=loss)
+    return cluster, a, b
+
+
+@pytest.mark.parametrize(("a_type", "b_type"), list(itertools.combinations_with_replacement(TYPES, 2)))
+def test_every_pair_of_nat_types_links_directly_where_the_lab_could_and_relayed_elsewhere(
+    a_type: str, b_type: str
+) -> None:
+    cluster, a, b = two_sites(a_type, b_type)
+    run_until(cluster, lambda: linked(a, b), 30)
+    cluster.scheduler.run_for(5.0)  # let any tunnel settle on its relay
+    ab, ba = a.node.table.get(b.node.address), b.node.table.get(a.node.address)
+    assert ab is not None and ba is not None
+    punchable = pair_is_punchable(a_type, b_type)
+    assert ab.direct is punchable and ba.direct is punchable, (ab.path_text(), ba.path_text())
+    if not punchable:
+        boot = cluster.live()[0].node.address
+        assert ab.relay == boot and ba.relay == boot  # the one common neighbour both reach directly
+    assert echo_arrives(cluster, a, b) and echo_arrives(cluster, b, a)
+
+
+def test_the_conntrack_clash_case_goes_direct() -> None:
+    """Both routers' own stacks accept unsolicited packets (the lab's 4-in-5 failure without the
+    pre-punch): the responder's held probes and the low-TTL packets keep the ports, so port x port
+    still punches - in nine seeds of ten here. In the tenth a router remaps a port before the punch
+    (a race the simulator reproduces; see issue 6's note) and the pair still links, through a relay."""
+    direct = 0
+    for seed in range(1, 11):
+        cluster, a, b = two_sites("port", "port", seed, router_input_accept=True)
+        run_until(cluster, lambda a=a, b=b: linked(a, b), 30)  # type: ignore[misc]
+        link = a.node.table.get(b.node.address)
+        assert link is not None, seed
+        assert a.host.nat is not None and b.host.nat is not None
+        remapped = a.host.nat.remapped + b.host.nat.remapped  # type: ignore[attr-defined]
+        if link.direct:
+            direct += 1
+            assert remapped == 0, seed
+        else:
+            assert remapped > 0 and link.relay is not None, seed  # only a clash may keep it indirect
+    assert direct >= 9
+
+
+@pytest.mark.parametrize(("a_type", "b_type"), [("port", "port"), ("full", "sym"), ("port", "sym")])
+def test_links_form_under_twenty_percent_loss(a_type: str, b_type: str) -> None:
+    cluster, a, b = two_sites(a_type, b_type, seed=3, loss=0.2)
+    run_until(cluster, lambda: linked(a, b), 60)
+    cluster.scheduler.run_for(5.0)
+    link = a.node.table.get(b.node.address)
+    assert link is not None and link.direct is pair_is_punchable(a_type, b_type)
+
+
+def test_nodes_behind_one_nat_link_directly_by_their_private_addresses() -> None:
+    cluster = Cluster(4)
+    boot = cluster.add_node()
+    cluster.set_bootstrap([boot])
+    a = cluster.add_node(nat="sym")
+    run_until(cluster, lambda: a.node.maintenance.state == "joined", 60)
+    b = cluster.add_node(beside=a)  # same LAN, same symmetric NAT, which does not hairpin
+    run_until(cluster, lambda: linked(a, b), 30)
+    link = a.node.table.get(b.node.address)
+    assert link is not None and link.endpoint == b.host.endpoint == ("192.168.1.3", 5800)
+
+
+def test_a_tunnel_survives_its_relay_leaving() -> None:
+    cluster = Cluster(5)
+    boot = cluster.add_node()
+    cluster.set_bootstrap([boot])
+    others = [cluster.add_node(nat="full") for _ in range(3)]
+    a = cluster.add_node(nat="sym")
+    b = cluster.add_node(nat="port")
+    run_until(cluster, lambda: linked(a, b), 60)
+    cluster.scheduler.run_for(10.0)
+    link = a.node.table.get(b.node.address)
+    assert link is not None and not link.direct and link.relay is not None
+    relay = cluster.members[link.relay]
+    assert relay in [boot, *others]
+    cluster.leave(relay)
+    run_until(cluster, lambda: link.relay not in (None, relay.node.address) and linked(a, b), 60)
+    assert echo_arrives(cluster, a, b) and echo_arrives(cluster, b, a)
+
+
+@pytest.mark.slow
+def test_an_overlay_where_30_percent_of_pairs_cannot_link_directly_routes_everything() -> None:
+    """150 nodes (the CI-sized version of the issue's 1,000; ``ipop simulate --nat-blocked`` runs that):
+    the ring forms, at least 99 % of routes between random pairs arrive, no punchable pair is left on a
+    tunnel, and direct links form within a second of the punch's start. A blocked pair may still go
+    direct, rarely: a symmetric NAT that happens to give a new flow a port it already uses towards
+    another peer (Linux only keeps whole tuples unique) opens a path that works."""
+    cluster = Cluster(7, trace=False)
+    seeds = [cluster.add_node()]
+    cluster.set_bootstrap(seeds)
+    seeds += [cluster.add_node() for _ in range(4)]
+    cluster.scheduler.run_for(5.0)
+    cluster.set_bootstrap(seeds)
+    types = assign_nat_types(145, 0.33, Random(7))
+    for t in types:
+        cluster.add_node(nat=t)
+        cluster.scheduler.run_for(0.02)
+    members = cluster.live()
+    share = blocked_pairs([m.nat_type for m in members]) / (len(members) * (len(members) - 1) / 2)
+    assert 0.27 <= share <= 0.33
+    converged = cluster.run_until_consistent(300)
+    assert converged is not None
+    cluster.scheduler.run_for(30)
+    sample = cluster.sample_routes(2000)
+    assert len(sample.hops) / 2000 >= 0.99
+    by_address = {m.node.address: m.nat_type for m in members}
+    direct_times: list[float] = []
+    blocked_links = blocked_direct = 0
+    for m in members:
+        direct_times += m.node.connector.direct_times
+        for link in m.node.table:
+            if pair_is_punchable(m.nat_type, by_address[link.peer]):
+                assert link.direct, (m.nat_type, by_address[link.peer])
+            else:
+                blocked_links += 1
+                blocked_direct += link.direct
+    assert blocked_links > 50 and blocked_direct <= 0.02 * blocked_links
+    assert statistics.median(direct_times) <= 1.0
+    assert any(m.nat_type == NatType.SYM for m in members)
