@@ -35,9 +35,15 @@ def mass_join(seed: int, nodes: int, *, trace: bool = False, window: float = 1.0
     return cluster
 
 
+EARLY_DIGESTS: dict[int, str] = {}
+"""The trace digest of the module's thousand-node run two seconds into its mass join, by seed."""
+
+
 @pytest.fixture(scope="module")
 def thousand() -> Iterator[Cluster]:
-    cluster = mass_join(11, 1000)
+    cluster = mass_join(11, 1000, trace=True)
+    cluster.scheduler.run_for(2.0)
+    EARLY_DIGESTS[11] = cluster.network.trace_digest()
     converged = cluster.run_until_consistent(120.0)
     assert converged is not None, f"{len(cluster.inconsistent())} nodes out of place after 120 s"
     cluster.scheduler.run_for(STEADY_S)
@@ -90,8 +96,10 @@ def trace_of(seed: int, nodes: int) -> str:
     return cluster.network.trace_digest()
 
 
-def test_the_same_seed_gives_the_same_trace_at_a_thousand_nodes() -> None:
-    assert trace_of(3, 1000) == trace_of(3, 1000)
+def test_the_same_seed_gives_the_same_trace_at_a_thousand_nodes(thousand: Cluster) -> None:
+    """A second run with the module's seed delivers the same datagrams, in the same order, at the same
+    simulated times, as the first did (the fixture's run)."""
+    assert trace_of(11, 1000) == EARLY_DIGESTS[11]
 
 
 def test_another_seed_gives_another_trace() -> None:
