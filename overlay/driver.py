@@ -9,10 +9,10 @@ core's deadline moves.
 With ``fast=True`` (a real node's data plane) the socket sets DF on every datagram without fragmenting
 (``IP_PMTUDISC_PROBE``: the overlay measures each path itself), receives with ``UDP_GRO`` where the
 kernel offers it (one read for many datagrams of one flow), and :meth:`UdpDriver.send_datagrams` sends a
-batch to one endpoint with ``UDP_SEGMENT`` (one system call for up to 64 datagrams). A datagram refused
-as too big (EMSGSIZE) is reported to ``on_too_big``, for the path MTU search. ``after_batch`` callbacks
-run after each drained batch of received datagrams, so that a receiver can merge what one wake-up read
-before it writes anything.
+batch to one endpoint with ``UDP_SEGMENT`` (one system call for up to 64 datagrams and 65507
+bytes). A datagram refused as too big (EMSGSIZE) is reported to ``on_too_big``, for the path MTU
+search. ``after_batch`` callbacks run after each drained batch of received datagrams, so that a
+receiver can merge what one wake-up read before it writes anything.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .events import Endpoint, OverlayEvent, Transmit
-from .udpopts import UDP_MAX_SEGMENTS, enable_gro, gso_supported, recv_gro, send_segments, set_pmtu_discover
+from .udpopts import enable_gro, gso_runs, gso_supported, recv_gro, send_segments, set_pmtu_discover
 
 log = logging.getLogger(__name__)
 
@@ -190,23 +190,16 @@ class UdpDriver:
 
     def send_datagrams(self, datagrams: list[bytes], addr: Endpoint) -> None:
         """Send a batch of datagrams to one endpoint: with UDP_SEGMENT, runs of equal size (the last
-        of a run may be shorter) in one system call each; otherwise one ``sendto`` each."""
+        of a run may be shorter; at most 64 datagrams and 65507 bytes, or the kernel refuses the whole
+        run) in one system call each; otherwise one ``sendto`` each."""
         if not self.gso or len(datagrams) < 2:
             self._send_all([(d, addr, 0) for d in datagrams])
             return
-        i, n = 0, len(datagrams)
-        while i < n:
-            size = len(datagrams[i])
-            j = i + 1
-            while j < n and j - i < UDP_MAX_SEGMENTS and len(datagrams[j]) == size:
-                j += 1
-            if j < n and j - i < UDP_MAX_SEGMENTS and len(datagrams[j]) < size:
-                j += 1  # a shorter last datagram ends the run
+        for i, j in gso_runs([len(d) for d in datagrams]):
             if j - i == 1:
                 self._send_all([(datagrams[i], addr, 0)])
             else:
-                self._send_run(datagrams[i:j], size, addr)
-            i = j
+                self._send_run(datagrams[i:j], len(datagrams[i]), addr)
 
     def _send_run(self, run: list[bytes], size: int, addr: Endpoint) -> None:
         try:

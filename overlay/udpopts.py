@@ -45,6 +45,11 @@ UDP_GRO = 104
 UDP_MAX_SEGMENTS = 64
 """The most datagrams one UDP_SEGMENT send may carry (the kernel refuses more with EINVAL)."""
 
+UDP_MAX_GSO_BYTES = 65507
+"""The most payload one UDP_SEGMENT send may carry in all: the kernel builds the batch as one IPv4 UDP
+datagram before it cuts it (65535 less the IP and UDP headers), and refuses a larger one with EMSGSIZE.
+A 64 KiB super-frame cut to a 1500-byte path makes ~46 datagrams of 1472 bytes (67 KB): two sends."""
+
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 """Room for the UDP_GRO control message: one int, the size of the datagrams in the buffer."""
 
@@ -107,6 +112,27 @@ def send_segments(
     if addr is None:
         return sock.sendmsg(buffers, ancillary)
     return sock.sendmsg(buffers, ancillary, 0, addr)
+
+
+def gso_runs(sizes: list[int]) -> list[tuple[int, int]]:
+    """Pure. How to send datagrams of ``sizes`` (in this order) with as few UDP_SEGMENT calls as the
+    kernel allows: ``(start, end)`` index ranges, each a run of equal sizes whose last may be shorter,
+    of at most :data:`UDP_MAX_SEGMENTS` datagrams and :data:`UDP_MAX_GSO_BYTES` bytes. A range of one
+    datagram is for a plain send."""
+    runs: list[tuple[int, int]] = []
+    i, n = 0, len(sizes)
+    while i < n:
+        size = sizes[i]
+        most = min(UDP_MAX_SEGMENTS, max(1, UDP_MAX_GSO_BYTES // size) if size else UDP_MAX_SEGMENTS)
+        j, total = i + 1, size
+        while j < n and j - i < most and sizes[j] == size:
+            j += 1
+            total += size
+        if j < n and j - i < most and sizes[j] < size and total + sizes[j] <= UDP_MAX_GSO_BYTES:
+            j += 1  # a shorter last datagram ends the run
+        runs.append((i, j))
+        i = j
+    return runs
 
 
 def enable_gro(sock: socket.socket) -> bool:

@@ -11,8 +11,10 @@ import socket
 import pytest
 
 from overlay.udpopts import (
+    UDP_MAX_GSO_BYTES,
     UDP_MAX_SEGMENTS,
     enable_gro,
+    gso_runs,
     gso_supported,
     path_mtu,
     recv_gro,
@@ -105,6 +107,35 @@ def test_gro_batches_split_back_into_the_sent_datagrams(netlab: Lab) -> None:
         got = drain(rx, 42, gro=True, reads=reads)
         assert got == [*datagrams, b"single"]
         assert max(reads) > 1 and len(reads) < 42  # the kernel did batch, and the batches were split
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_gso_runs_respect_the_kernels_count_and_byte_limits() -> None:
+    assert gso_runs([]) == []
+    assert gso_runs([1000] * 9 + [300]) == [(0, 10)]
+    assert gso_runs([5] * 70) == [(0, UDP_MAX_SEGMENTS), (UDP_MAX_SEGMENTS, 70)]
+    per_send = UDP_MAX_GSO_BYTES // 1472  # 44
+    runs = gso_runs([1472] * 45 + [900])  # a 64 KiB super-frame cut to a 1500-byte path
+    assert runs == [(0, per_send), (per_send, 46)]
+    assert all(sum([1472] * (j - i)) <= UDP_MAX_GSO_BYTES for i, j in runs)
+    assert gso_runs([1472] * 44 + [300]) == [(0, 44), (44, 45)]  # the short one would overflow
+    assert gso_runs([100, 200, 200, 50]) == [(0, 1), (1, 4)]  # a longer one starts a new run
+
+
+def test_one_gso_send_carries_at_most_65507_bytes(netlab: Lab) -> None:
+    """Why :func:`gso_runs` counts bytes: the kernel refuses a larger batch whole."""
+    tx, rx = pair(netlab)
+    try:
+        set_pmtu_discover(tx, "probe")
+        with pytest.raises(OSError) as refused:
+            send_segments(tx, [bytes(1472)] * 45, 1472)
+        assert refused.value.errno == errno.EMSGSIZE
+        datagrams = [bytes([i]) * 1472 for i in range(45)] + [b"\xee" * 900]
+        for i, j in gso_runs([len(d) for d in datagrams]):
+            send_segments(tx, datagrams[i:j], 1472)
+        assert drain(rx, 46) == datagrams
     finally:
         tx.close()
         rx.close()
