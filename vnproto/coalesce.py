@@ -56,6 +56,7 @@ MAX_IP = 0xFFFF
 _CANDIDATE_TYPES = frozenset({int(GsoType.NONE), int(GsoType.TCPV4), int(GsoType.TCPV6)})
 _NOT_ECN = ~GSO_ECN
 _TCPV4 = int(GsoType.TCPV4)
+_NONE = int(GsoType.NONE)
 _SEQ = struct.Struct("!I").unpack_from
 _NEEDS_CSUM = int(VnetFlag.NEEDS_CSUM)
 _BAD_FLAGS = TCP_SYN | TCP_RST | TCP_URG
@@ -136,52 +137,154 @@ def coalesce(vframes: Sequence[Bytes], max_ip: int = MAX_IP) -> list[Bytes]:
     if not 0 < max_ip <= MAX_IP:
         raise ValueError(f"max_ip {max_ip} out of range")
     out: list[Bytes] = []
-    run: list[_Seg] = []
-    size = 0  # payload bytes in the run
-    seg_size = 0  # the run's segment size
-    open_ = False  # whether the run may grow
-    for buf in vframes:
-        seg = _candidate(buf)
-        if seg is not None and run and open_:
-            first = run[0]
-            if (
-                seg.seq == (first.seq + size) & 0xFFFFFFFF
-                and not seg.flags & TCP_CWR
-                and (seg.gso_size == seg_size if seg.gso_size else seg.length <= seg_size)
-                and (first.lay.payload - first.lay.l3 + size + seg.length) <= max_ip
-                and _same_flow(first, seg)
-            ):
-                run.append(seg)
-                size += seg.length
-                open_ = seg.length % seg_size == 0 and not seg.flags & _END_FLAGS
-                continue
-        if run:
-            out.append(_merge(run, size, seg_size))
-            run = []
-        if seg is None:
+    i, n = 0, len(vframes)
+    while i < n:
+        buf = vframes[i]
+        i += 1
+        first = _candidate(buf)
+        if first is None:
             out.append(buf)
             continue
-        run = [seg]
-        size = seg.length
-        seg_size = seg.gso_size or seg.length
-        open_ = size % seg_size == 0 and not seg.flags & _END_FLAGS
-    if run:
-        out.append(_merge(run, size, seg_size))
+        size = first.length  # payload bytes in the run
+        seg_size = first.gso_size or size  # the run's segment size
+        if size % seg_size or first.flags & _END_FLAGS or i == n:
+            out.append(buf)  # a run of one
+            continue
+        lay = first.lay
+        run: list[tuple[Bytes, int]] = [(buf, lay.end)]
+        room = max_ip - (lay.payload - lay.l3)
+        if lay.v4 and lay.l3 == _PLAIN_L3 and buf[_PLAIN_L3] == 0x45:
+            size, i = _grow_plain(vframes, i, first, size, seg_size, room, run)
+        else:
+            size, i = _grow(vframes, i, first, size, seg_size, room, run)
+        out.append(_merge(first, run, size, seg_size) if len(run) > 1 else buf)
     return out
 
 
-def _merge(run: list[_Seg], size: int, seg_size: int) -> Bytes:
-    first = run[0]
-    if len(run) == 1:
-        return first.buf
+_PLAIN_L3 = VNET_HDR_LEN + 14
+"""Where the IPv4 header of an untagged frame starts: the common case, checked without parsing."""
+
+
+def _grow_plain(
+    vframes: Sequence[Bytes],
+    i: int,
+    first: _Seg,
+    size: int,
+    seg_size: int,
+    room: int,
+    run: list[tuple[Bytes, int]],
+) -> tuple[int, int]:
+    """Extend the run of ``first`` (untagged IPv4 without options) with the frames from ``i`` on:
+    the rules of :func:`_candidate` and :func:`_same_flow` checked as one masked comparison with the
+    first frame's header bytes (equal ones imply the same layout, only the IP length may differ) and
+    a few field checks. Returns the run's payload size and the index of the first frame not taken."""
+    x = first.buf
+    l4, data = first.lay.l4, first.lay.payload
+    # The header bytes after the virtio header as one integer, with what may differ between the
+    # segments of a run masked out: IP length, identification and checksum, TCP sequence number,
+    # the flags PSH, FIN and CWR (CWR is refused on its own below), TCP checksum.
+    mask = _plain_mask(l4, data)
+    key = int.from_bytes(x[VNET_HDR_LEN:data], "big") & mask
+    seq = first.seq
+    headers: dict[bytes, int] = {}  # virtio headers seen: the gso_size they give (-1: no candidate)
+    n = len(vframes)
+    while i < n:
+        y = vframes[i]
+        vh = bytes(y[:VNET_HDR_LEN])
+        gso = headers.get(vh)
+        if gso is None:
+            gso = headers[vh] = _plain_header_gso(vh, l4)
+        if gso < 0 or len(y) < data:
+            break
+        end = _PLAIN_L3 + ((y[26] << 8) | y[27])
+        length = end - data
+        flags = y[l4 + 13]
+        if (
+            length <= 0
+            or end > len(y)
+            or (y[l4 + 4] << 24 | y[l4 + 5] << 16 | y[l4 + 6] << 8 | y[l4 + 7]) != (seq + size) & 0xFFFFFFFF
+            or flags & TCP_CWR
+            or (gso != seg_size if gso else length > seg_size)
+            or size + length > room
+            or int.from_bytes(y[VNET_HDR_LEN:data], "big") & mask != key
+        ):
+            break
+        run.append((y, end))
+        size += length
+        i += 1
+        if length % seg_size or flags & _END_FLAGS:
+            break
+    return size, i
+
+
+_MASKS: dict[tuple[int, int], int] = {}
+
+
+def _plain_mask(l4: int, data: int) -> int:
+    """The mask of :func:`_grow_plain` for headers from the virtio header's end to ``data``."""
+    mask = _MASKS.get((l4, data))
+    if mask is None:
+        keep = bytearray(b"\xff" * (data - VNET_HDR_LEN))
+        l3 = _PLAIN_L3 - VNET_HDR_LEN
+        t = l4 - VNET_HDR_LEN
+        for at, width in ((l3 + 2, 4), (l3 + 10, 2), (t + 4, 4), (t + 16, 2)):
+            keep[at : at + width] = bytes(width)
+        keep[t + 13] = 0xFF & ~_FREE_FLAGS
+        mask = _MASKS[(l4, data)] = int.from_bytes(keep, "big")
+    return mask
+
+
+def _plain_header_gso(vh: bytes, l4: int) -> int:
+    """For a virtio header on an untagged IPv4 TCP frame whose transport header is at ``l4``: the
+    segment size it declares (0: not GSO), or -1 when :func:`_candidate` would refuse it."""
+    flags, gso_type, _hdr_len, gso_size, start, offset = VNET_HDR.unpack(vh)
+    base = gso_type & _NOT_ECN
+    if flags & ~_NEEDS_CSUM or base not in (_NONE, _TCPV4):
+        return -1
+    if flags and (start != l4 - VNET_HDR_LEN or offset != 16):
+        return -1
+    if base and gso_size == 0:
+        return -1
+    return gso_size if base else 0
+
+
+def _grow(
+    vframes: Sequence[Bytes],
+    i: int,
+    first: _Seg,
+    size: int,
+    seg_size: int,
+    room: int,
+    run: list[tuple[Bytes, int]],
+) -> tuple[int, int]:
+    """:func:`_grow_plain` for any other layout (VLAN tags, IPv4 options, IPv6): each frame parsed."""
+    n = len(vframes)
+    while i < n:
+        seg = _candidate(vframes[i])
+        if (
+            seg is None
+            or seg.seq != (first.seq + size) & 0xFFFFFFFF
+            or seg.flags & TCP_CWR
+            or not (seg.gso_size == seg_size if seg.gso_size else seg.length <= seg_size)
+            or size + seg.length > room
+            or not _same_flow(first, seg)
+        ):
+            break
+        run.append((seg.buf, seg.lay.end))
+        size += seg.length
+        i += 1
+        if seg.length % seg_size or seg.flags & _END_FLAGS:
+            break
+    return size, i
+
+
+def _merge(first: _Seg, run: list[tuple[Bytes, int]], size: int, seg_size: int) -> Bytes:
+    """One frame of the run's segments: the first's headers, every payload in turn (one copy)."""
     lay = first.lay
     l3, l4, data = lay.l3, lay.l4, lay.payload
-    out = bytearray(data + size)
-    out[:data] = first.buf[:data]
-    pos = data
-    for seg in run:
-        out[pos : pos + seg.length] = seg.buf[data : data + seg.length]
-        pos += seg.length
+    parts: list[Bytes] = [memoryview(first.buf)[:data]]
+    parts += [memoryview(buf)[data:end] for buf, end in run]
+    out = bytearray().join(parts)
     l4_len = data - l4 + size
     if lay.v4:
         out[l3 + 2 : l3 + 4] = (l4 - l3 + l4_len).to_bytes(2, "big")
@@ -190,7 +293,7 @@ def _merge(run: list[_Seg], size: int, seg_size: int) -> Bytes:
     else:
         out[l3 + 4 : l3 + 6] = l4_len.to_bytes(2, "big")
         gso_type = int(GsoType.TCPV6)
-    last_flags = run[-1].flags
+    last_flags = run[-1][0][l4 + 13]
     out[l4 + 13] = (first.flags & ~_END_FLAGS) | (last_flags & _END_FLAGS)
     if first.flags & TCP_CWR:
         gso_type |= GSO_ECN

@@ -253,3 +253,22 @@ def test_fuzz_segment_and_coalesce_raise_nothing_but_decode_error() -> None:
             complete_checksum(data)
         coalesce([data, data, rng.choice(corpus)])
     assert outcomes["ok"] and outcomes["refused"]
+
+
+def test_coalesce_of_plain_ipv4_compares_every_header_byte_gro_compares() -> None:
+    """The untagged-IPv4 case checks its continuations by a masked comparison: each header byte GRO
+    requires equal splits the run when it differs, and only the per-segment fields may differ."""
+    a, b = segments_of(bytes(2000), seq=1000, options=b"\x01\x01\x08\x0a" + bytes(8))[:2]
+    first = parse(a)
+    assert first.l3 == 14 and len(coalesce([a, b])) == 1
+    may_differ = {10 + 14 + 4, 10 + 14 + 5, 10 + 14 + 10, 10 + 14 + 11}  # IP identification, checksum
+    may_differ |= {10 + first.l4 + 16, 10 + first.l4 + 17}  # TCP checksum
+    length = {10 + 14 + 2, 10 + 14 + 3}  # another length is another segment: judged by its size
+    for at in range(10, 10 + first.data):
+        if at in length:
+            continue
+        changed = bytearray(b)
+        changed[at] ^= 0x40
+        merged = coalesce([a, bytes(changed)])
+        assert len(merged) == (1 if at in may_differ else 2), at
+        assert coalesce([a, bytes(changed)])[-1] == bytes(changed) or at in may_differ
