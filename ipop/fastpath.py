@@ -221,9 +221,9 @@ class FastPath:
         if vf[:VNET_HDR_LEN] == NO_OFFLOAD:
             self.core.tap_frame(vf[VNET_HDR_LEN:], now)
             return
-        try:
-            pieces = segment(vf)
-        except DecodeError:
+        try:  # TCP cut to what the ordinary path carries (a larger MSS than that is the fast path's)
+            pieces = segment(vf, self.core.config.carried_mtu + ETH)
+        except (DecodeError, ValueError):
             self.dropped += 1
             return
         for piece in pieces:

@@ -41,6 +41,8 @@ from dht import (
     Values,
 )
 from overlay import (
+    APP_HEADER,
+    ASSUMED_PAYLOAD,
     DATA_OVERHEAD,
     Address,
     AppReceiver,
@@ -77,6 +79,11 @@ adds."""
 PAYLOAD_MTU = UNDERLAY_MTU - UDP_IP_HEADERS - 2 * (DATA_OVERHEAD + ROUTED_OVERHEAD)
 """The largest payload :meth:`OverlayPort.send` carries without fragmenting on the underlay, whatever
 the path: routed over a link that is itself tunnelled through the overlay (two seals, two headers)."""
+
+DIRECT_PAYLOAD_MTU = ASSUMED_PAYLOAD - DATA_OVERHEAD - APP_HEADER
+"""What one datagram of :meth:`OverlayPort.send_direct` carries on a direct link over an IPv4 path
+of Ethernet's 1500 bytes (1440): the size the data plane's virtual MTU is made for. A narrower path
+(measured per link) cuts TCP super-frames smaller and answers other packets with ICMP."""
 
 
 class OverlayService(Protocol):

@@ -57,6 +57,16 @@ class VnetConfig:
     joined to anyone. Otherwise allocation waits until the overlay is joined."""
     forward_dns: bool = True
     """Forward names outside the domain upstream; False answers REFUSED."""
+    routed_mtu: int = 0
+    """The largest IPv4 packet the ordinary path (``OverlayService.send``: lookups, routed links,
+    broadcasts) carries; 0: ``mtu``. Smaller than ``mtu`` when the data plane's fast path carries
+    larger packets on direct links (a TAP with offloads, whose TCP super-frames it cuts to each path):
+    the ordinary path then cuts TCP to this size and answers larger DF packets with ICMP."""
+
+    @property
+    def carried_mtu(self) -> int:
+        """The largest IPv4 packet the ordinary path carries (``routed_mtu`` or ``mtu``)."""
+        return self.routed_mtu or self.mtu
 
     @property
     def server_ip(self) -> IPv4Address:

@@ -134,7 +134,7 @@ class VnetCore:
         self._uni = packet_header(KIND_UNICAST, self.tag)
         self._bcast = packet_header(KIND_BROADCAST, self.tag)
         self._mss = mss_for_mtu(c.mtu)
-        self._max_frame = c.mtu + 14
+        self._max_frame = c.carried_mtu + 14
         """The longest untagged frame whose IPv4 packet fits the virtual MTU."""
         self._routes = self.mapping.routes
         self._held = self.claims.held
@@ -205,9 +205,10 @@ class VnetCore:
         self._send(holder, Service.IPOP, self._uni + frame[14:])
 
     def _too_big(self, frame: bytes) -> None:
-        if needs_fragmentation(frame, self.config.mtu):
+        carried = self.config.carried_mtu
+        if needs_fragmentation(frame, carried):
             try:
-                reply = fragmentation_needed_frame(frame, self.config.mtu, self.server_ip, self.remote_mac)
+                reply = fragmentation_needed_frame(frame, carried, self.server_ip, self.remote_mac)
             except DecodeError:
                 reply = b""
             if reply:
@@ -277,7 +278,7 @@ class VnetCore:
             self.local.machine_address(ip, now)
 
     def _broadcast(self, frame: bytes, dst: bytes, now: float) -> None:
-        if len(frame) - 14 > self.config.mtu:
+        if len(frame) - 14 > self.config.carried_mtu:
             self.counters["too_big_dropped"] += 1
             return
         payload = self._bcast + frame[14:]

@@ -284,3 +284,27 @@ def test_the_virtual_mtu_leaves_room_for_the_header_and_never_exceeds_the_overla
     assert virtual_mtu(None, 1224) == 1224 - HEADER_LEN
     assert virtual_mtu(1200, 1224) == 1200
     assert virtual_mtu(1500, 1224) == 1224 - HEADER_LEN  # a larger one would fragment the underlay
+    # A TAP with offloads: made for what the fast path carries on a direct link (its header and the
+    # virtio-net header inside the 1440 bytes of one datagram on a 1500-byte IPv4 path).
+    assert virtual_mtu(None, 1224, 1440) == 1440 - HEADER_LEN - 10 == 1425
+    assert virtual_mtu(1300, 1224, 1440) == 1300 and virtual_mtu(9000, 1224, 1440) == 1425
+
+
+def test_the_ordinary_path_carries_its_own_mtu_when_the_fast_path_carries_more() -> None:
+    """A virtual MTU made for direct links (1400 here) while the ordinary path carries 1219: a larger
+    DF packet on the ordinary path gets ICMP naming 1219, so the machine lowers its path MTU."""
+    net = Net()
+    a = net.site("alice", routed_mtu=1219)
+    ip_a = lease(a)
+    b = net.site("bob")
+    ip_b = lease(b)
+    a.frame(ping_frame(a, ip_a, ip_b))
+    net.run(1)
+    b.take()
+    a.frame(ping_frame(a, ip_a, ip_b, size=1219 - 28))
+    net.run(1)
+    assert len(b.take()) == 1 and icmp_in(a.take()) == []
+    a.frame(ping_frame(a, ip_a, ip_b, size=1300))
+    ((_, message, _),) = icmp_in(a.take())
+    assert message.type == IcmpType.DEST_UNREACHABLE and message.code == 4 and message.next_hop_mtu == 1219
+    assert a.core.config.mtu == 1400 and a.core.counters["frag_needed_sent"] == 1

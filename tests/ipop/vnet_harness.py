@@ -39,7 +39,9 @@ HOP_S = 0.001
 
 
 class Site:
-    def __init__(self, net: Net, member: Member, name: str, namespace: str, mac: bytes) -> None:
+    def __init__(
+        self, net: Net, member: Member, name: str, namespace: str, mac: bytes, routed_mtu: int = 0
+    ) -> None:
         self.net = net
         self.member = member
         self.name = name
@@ -58,6 +60,7 @@ class Site:
             host_mac=mac,
             address=member.address,
             node_name=name,
+            routed_mtu=routed_mtu,
         )
         self.core = VnetCore(config, self, {})
 
@@ -127,10 +130,10 @@ class Net:
         self.undeliverable = 0
         self.ring.on_event = self._event
 
-    def site(self, name: str, namespace: str = "default", mac_byte: int = 0) -> Site:
+    def site(self, name: str, namespace: str = "default", mac_byte: int = 0, routed_mtu: int = 0) -> Site:
         (member,) = self.ring.add(1)
         mac = bytes([0x02, 0, 0, 0, 0, mac_byte or len(self.sites) + 1])
-        site = Site(self, member, name, namespace, mac)
+        site = Site(self, member, name, namespace, mac, routed_mtu)
         self.sites[member.address] = site
         self.ring.run(0.5)
         site.core.set_joined(True, self.ring.now)
