@@ -11,6 +11,8 @@ Two namespaces are joined by a veth pair with the underlay MTU ``M``. The script
   by DHCP when the node answers it, and otherwise set statically on the TAP devices;
 - ``ipop_rtt_added_ms``: ping's average RTT through ipop minus through the veth;
 - ``ipop_cpu_pct``: CPU of both ipop processes during the iperf3 run, in % of one core (also per node);
+- ``ipop_keepalive_lost`` and ``ipop_links_lost``: keepalive pings left unanswered, and links given up
+  for silence, on both nodes during the iperf3 run (issue 7: 0 under full load);
 - ``dhcp_bound_s_p50`` (udhcpc start to bound, 10 runs) and ``dns_ms_p50`` (dig of a member name,
   after one warm-up query), when the node answers DHCP and DNS.
 
@@ -276,6 +278,8 @@ class Bench:
             "ipop_rtt_ms": None,
             "ipop_cpu_pct": None,
             "ipop_cpu_pct_per_node": None,
+            "ipop_keepalive_lost": None,
+            "ipop_links_lost": None,
             "dhcp_bound_s_p50": None,
             "dns_ms_p50": None,
         }
@@ -318,7 +322,13 @@ class Bench:
                     f" (last lines of node a's log: {tail})"
                 )
                 return out
+            both = ((conf_a, self.ns_a), (conf_b, self.ns_b))
+            before = self.liveness(python, env, both)
             gbps, cpu = self.iperf(target, [n.pid for n in nodes])
+            after = self.liveness(python, env, both)
+            if before is not None and after is not None:
+                out["ipop_keepalive_lost"] = after[0] - before[0]
+                out["ipop_links_lost"] = after[1] - before[1]
             out["ipop_gbps"] = gbps
             out["ipop_cpu_pct_per_node"] = list(cpu.values())
             out["ipop_cpu_pct"] = round(sum(cpu.values()), 1)
@@ -329,8 +339,8 @@ class Bench:
             for node in nodes:
                 self.stop(node)
 
-    def joined(self, python: str, env: dict[str, str], conf: Path, ns: str) -> bool:
-        """The node says its overlay has joined the ring."""
+    def status(self, python: str, env: dict[str, str], conf: Path, ns: str) -> dict[str, Any]:
+        """The node's ``ipop status --json`` ({} when it does not answer)."""
         proc = subprocess.run(
             ["ip", "netns", "exec", ns, python, "-m", "ipop", "status", "--json", "-c", str(conf)],
             capture_output=True,
@@ -339,9 +349,32 @@ class Bench:
             timeout=15,
         )
         try:
-            return bool(json.loads(proc.stdout)["network"]["joined"])
-        except (ValueError, KeyError, TypeError):
+            status = json.loads(proc.stdout)
+        except ValueError:
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def joined(self, python: str, env: dict[str, str], conf: Path, ns: str) -> bool:
+        """The node says its overlay has joined the ring."""
+        try:
+            return bool(self.status(python, env, conf, ns)["network"]["joined"])
+        except (KeyError, TypeError):
             return False
+
+    def liveness(
+        self, python: str, env: dict[str, str], nodes: Sequence[tuple[Path, str]]
+    ) -> list[int] | None:
+        """Keepalive pings left unanswered and links given up for silence, summed over ``nodes``
+        (config and namespace each); None when a node does not say."""
+        totals = [0, 0]
+        for conf, ns in nodes:
+            try:
+                counters = self.status(python, env, conf, ns)["overlay"]["counters"]
+            except (KeyError, TypeError):
+                return None
+            totals[0] += int(counters.get("probes_unanswered", 0))
+            totals[1] += int(counters.get("links_lost_silent", 0))
+        return totals
 
     def started(self, node: subprocess.Popen[bytes], ns: str, dev: str) -> bool:
         """The node ended, or its TAP device exists."""
@@ -500,6 +533,8 @@ def measure(mtu: int, seconds: float) -> dict[str, Any]:
         ),
         ipop_cpu_pct=ipop["ipop_cpu_pct"],
         ipop_cpu_pct_per_node=ipop["ipop_cpu_pct_per_node"],
+        ipop_keepalive_lost=ipop["ipop_keepalive_lost"],
+        ipop_links_lost=ipop["ipop_links_lost"],
         dhcp_bound_s_p50=ipop["dhcp_bound_s_p50"],
         dns_ms_p50=ipop["dns_ms_p50"],
         physical_rtt_ms=physical_rtt,

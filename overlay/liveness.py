@@ -82,7 +82,9 @@ class Liveness:
             return
         if link.probe_sent:
             node.suspects.add(link.peer)  # a probe went unanswered: route around it meanwhile
+            node.counters["probes_unanswered"] += 1  # under data load this must stay 0 (issue 7)
         if link.probe_tries >= node.config.probe_retries:
+            node.counters["links_lost_silent"] += 1
             node.maintenance.lost_link(link, now)
             node.drop_link(link, f"no answer for {idle:.1f} s", now)
             return

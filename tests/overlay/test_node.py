@@ -79,6 +79,10 @@ def test_a_crashed_neighbour_is_noticed_and_the_ring_closes_over_it() -> None:
     assert healed is not None
     config = victim.node.config
     assert downs and min(downs) - start <= config.keepalive_s * 1.05 + 2**config.probe_retries + 1
+    # Its neighbours counted the pings it left unanswered and the links they gave up on for silence.
+    others = [m for m in cluster.live() if m is not victim]
+    assert sum(m.node.counters["links_lost_silent"] for m in others) >= 1
+    assert sum(m.node.counters["probes_unanswered"] for m in others) >= config.probe_retries
 
 
 def test_unreachable_bootstrap_peers_are_retried_with_backoff_and_said_so() -> None:
