@@ -29,6 +29,7 @@ from __future__ import annotations
 from enum import Enum
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from .address import Address, address_from_public_key
 from .linkwire import (
@@ -39,6 +40,7 @@ from .linkwire import (
     NONCE,
     NONCE_ZERO,
     PACKET_DATA,
+    TAG_BYTES,
     Aead,
     LinkDecodeError,
     new_aead,
@@ -83,7 +85,10 @@ _TRANSITIONS: dict[tuple[SessionState, _Event], SessionState] = {
 _SLICE_BELOW = 4096
 """Datagrams up to this size are sliced (a copy) for the AEAD, larger ones viewed through a
 memoryview: for small ones the copy is cheaper than the view objects (64 B: 1.1 us vs 1.3 us), for
-large ones the view saves copying (60 kB: 17.4 us vs 19.4 us)."""
+large ones the view saves copying (60 kB: 17.4 us vs 19.4 us). Plaintexts above it are sealed into
+one preallocated buffer where the library offers ``encrypt_into`` (cryptography 45 and later)."""
+
+_ENCRYPT_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "encrypt_into")
 
 
 class SessionExhausted(RuntimeError):
@@ -201,6 +206,13 @@ class Session:
             aead = new_aead(self.suite, self._send_key)
             if self._cache:
                 self._send_aead = aead
+        if _ENCRYPT_INTO and len(plaintext) > _SLICE_BELOW:
+            # Ciphertext and tag written behind the header in one buffer: no copy of a 64 KiB
+            # super-frame to join them (26 -> 15 us per 64 KiB here).
+            out = bytearray(DATA_HEADER_BYTES + len(plaintext) + TAG_BYTES)
+            out[:DATA_HEADER_BYTES] = header
+            aead.encrypt_into(NONCE.pack(counter), plaintext, header, memoryview(out)[DATA_HEADER_BYTES:])
+            return out  # type: ignore[return-value]  # bytes-like; callers only send it
         return header + aead.encrypt(NONCE.pack(counter), plaintext, header)
 
     def open(self, data: bytes, counter: int, now: float) -> bytes:
