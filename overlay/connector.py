@@ -27,7 +27,7 @@ Its states and transitions, in one place:
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from nat import PunchEvent, PunchSucceeded, is_beacon, is_private, is_probe, is_stun
@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Attempt", "Connector", "TunnelPath"]
 
+DIRECT_TIMES_KEPT = 4096
+"""Set-up times kept for the figures (the simulator's run reads them all); bounded for a long-lived node."""
+
+DIRECT_TIMES_SHOWN = 32
+"""``ipop status`` lists the set-up times of this many latest direct links (enough for a median)."""
+
 
 class Connector:
     def __init__(self, node: OverlayNode) -> None:
@@ -74,7 +80,7 @@ class Connector:
         self.signalling = Signalling(node, self)
         self._next_id = 0
         self.outcomes: Counter[str] = Counter()
-        self.direct_times: list[float] = []
+        self.direct_times: deque[float] = deque(maxlen=DIRECT_TIMES_KEPT)
         """Seconds from a punch's start to the direct link's handshake (for the simulator's figures)."""
 
     # -- starting attempts ------------------------------------------------------------------------------
@@ -446,6 +452,7 @@ class Connector:
             **self.reflexive.status(),
             **self.relays.status(),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "direct_link_s": [round(t, 4) for t in list(self.direct_times)[-DIRECT_TIMES_SHOWN:]],
         }
 
     def leaf_links(self) -> list[Link]:
