@@ -54,6 +54,7 @@ from overlay import (
     UdpDriver,
     Undeliverable,
     interface_addresses,
+    lan_broadcasts,
     open_udp_socket,
 )
 
@@ -133,6 +134,8 @@ class OverlayPort:
         self.sock = open_udp_socket(host, port)
         bound = self.sock.getsockname()[1]
         hosts = [host] if host not in ("0.0.0.0", "::") else interface_addresses()
+        lan = ":" not in host and config.overlay_options.lan_discovery
+        broadcasts = lan_broadcasts(host) if lan else []
         rng = random.SystemRandom()
         self.node = OverlayNode(
             ctx.identity,
@@ -143,6 +146,7 @@ class OverlayPort:
             suite=config.overlay_options.suite,
             cache_cipher_contexts=True,
             pmtu=PmtuConfig(),
+            lan_broadcast=tuple((b, bound) for b in broadcasts),
         )
         self.node.log_prefix = ""  # the node's log prefix already names it
         self.dht_node = DhtNode(self.node, ctx.identity, DhtConfig(), rng)
@@ -156,7 +160,11 @@ class OverlayPort:
         self.driver = UdpDriver(
             self.node, self.sock, on_event=self._on_event, fast=True, on_too_big=self.node.datapath.too_big
         )
-        log.info("overlay listening on %s:%d", host, bound)
+        if broadcasts and host != "0.0.0.0":
+            # A socket bound to a unicast address never sees broadcasts: one socket per LAN does.
+            for broadcast in broadcasts:
+                self.driver.add_listener(open_udp_socket(broadcast, bound))
+        log.info("overlay listening on %s:%d%s", host, bound, f"; LAN beacons to {broadcasts}" if lan else "")
         for cmd, handler in (
             ("dht.get", self._cmd_get),
             ("dht.put", self._cmd_put),

@@ -148,6 +148,13 @@ class Connector:
         attempt.target, attempt.exact, attempt.via = peer, exact, via
         attempt.reply_via = reply_via if reply_via is not None else node.maintenance.reply_via()
         self._start_connect(attempt, hints if exact else (), now)
+        local = node.lan.endpoint_of(peer, now) if exact else None
+        if local is not None:
+            # A member heard on our LAN: the handshake goes straight to its local endpoint (no
+            # hairpinning through our router, no relay); the connect-to-me still runs as a fallback.
+            attempt.targets = [local]
+            self._send_inits(attempt, now)
+            return attempt.id
         if exact and hints and not any(is_private(host) for host, _ in hints):
             # A peer without a private address is most likely public: a handshake straight to it
             # links at once, without waiting for the connect-to-me to find it through the ring. (Not
@@ -173,6 +180,14 @@ class Connector:
             self.punch.prepunch(attempt.token, hints, now)
         self.signalling.send_connect(attempt, now)
         self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+
+    def connect_local(self, peer: Address, endpoint: Endpoint, role: int, now: float) -> int:
+        """A handshake straight to ``peer`` at a LAN ``endpoint`` (heard in its beacon): for an existing
+        link, a move to the local path once the handshake completes (``role`` 0)."""
+        attempt = self._new(HANDSHAKE, role, peer, now)
+        attempt.targets = [endpoint]
+        self._send_inits(attempt, now)
+        return attempt.id
 
     def rekey(self, link: Link, now: float) -> None:
         """A fresh key exchange on an existing link, along its current path."""
@@ -429,7 +444,7 @@ class Connector:
         if is_probe(data):
             self.punch.receive(data, path, now)
         elif is_beacon(data):
-            self.node.counters["rx_beacon"] += 1
+            self.node.lan.on_beacon(data, path, now)
         else:
             self.node.counters["rx_dropped_unknown_type"] += 1
 

@@ -38,6 +38,7 @@ from .events import (
     Transmit,
 )
 from .identity import Identity
+from .lan import LanDiscovery
 from .linksec import (
     HS_FIN,
     HS_INIT,
@@ -109,6 +110,7 @@ class OverlayNode(Routing):
         suite: int = 1,
         cache_cipher_contexts: bool = False,
         pmtu: PmtuConfig | None = None,
+        lan_broadcast: tuple[Endpoint, ...] = (),
     ) -> None:
         self.identity = identity
         self.config = config
@@ -141,6 +143,9 @@ class OverlayNode(Routing):
         self.connector = Connector(self)
         self.liveness = Liveness(self)
         self.maintenance = Maintenance(self, now)
+        port = local_endpoints[0][1] if local_endpoints else 0
+        self.lan = LanDiscovery(self, lan_broadcast, port, now)
+        """LAN discovery: beacons to ``lan_broadcast`` (the I/O layer's broadcast addresses; none: off)."""
 
     # -- the sans-IO surface -------------------------------------------------------------------------
 
@@ -179,6 +184,8 @@ class OverlayNode(Routing):
                 self.maintenance.repair(now)
             elif kind == "pmtu":
                 self.datapath.on_timer(ref, now)
+            elif kind == "lan":
+                self.lan.on_timer(now)
 
     def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None

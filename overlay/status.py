@@ -40,6 +40,7 @@ def node_status(node: OverlayNode, now: float) -> dict[str, Any]:
         "right": [to_hex(a) for a in right],
         "links": links,
         "nat": node.connector.nat_status(),
+        "lan": node.lan.status(now),
         "counters": dict(sorted(node.counters.items())),
         "security": dict(sorted(node.security.counters.items())),
     }

@@ -8,6 +8,9 @@ with a member node in interface mode whose TAP gets its address from a real DHCP
     port port (router_input="accept")           the conntrack-clash pair
     addr (20 % random loss on its public link)  links still form through loss
 
+and a second member on the LAN of the first ``port`` site, which must link to its neighbour over the LAN
+(LAN discovery beacons), not through its router (a ``port`` router has no hairpinning) or a relay.
+
 All nodes start at once; then, for every pair of NAT types at once, one node sends a burst of pings to
 the other through the VPN. The traffic opens a shortcut link (connect-to-me over the overlay, hole
 punching at both ends), and each pair's test checks through ``ipop status --json`` that the pair is
@@ -41,6 +44,8 @@ TYPES = ("full", "addr", "port", "sym")
 CLASH = ("clash", "clash")
 LOSSY = "lossy"
 LOSS_PERCENT = 20
+LAN_MATE = "port1b"
+"""The second member of site ``port1``, on the same LAN as ``port1``."""
 BOOT_IP = SERVER_IPS[0]
 FIGURES: dict[str, Any] = {}
 
@@ -110,12 +115,15 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
         natlab.impair(sites["lossy1"], LOSS_PERCENT)
         boot = VpnNode(the_lab, "boot", natlab.server, BOOT_IP, node_config(the_lab, "boot", BOOT_IP, []))
         boot.start()
+        natlab.add_host(sites["port1"])
+        sites[LAN_MATE] = sites["port1"]
         nodes = {}
         for label, site in sites.items():
-            ip = site.host_ip()
+            k = 1 if label == LAN_MATE else 0
+            ip = site.host_ip(k)
             network = {"namespace": "default", "lease_seconds": 120}
             config = node_config(the_lab, label, ip, [BOOT_IP], network=network)
-            nodes[label] = VpnNode(the_lab, label, site.hosts[0], ip, config)
+            nodes[label] = VpnNode(the_lab, label, site.hosts[k], ip, config)
         started = time.monotonic()
         wait_for(lambda: boot.status()["node"]["state"] == "running", 20, "the bootstrap node", POLL_S)
         for node in nodes.values():
@@ -218,3 +226,25 @@ def test_pair_links_direct_where_the_lab_can_and_pings_through_the_vpn(
 def test_members_ping_each_other_by_name(grid: Grid) -> None:
     node = grid.nodes["full1"]
     assert pings(node, "sym2.ipop", count=3) > 0
+
+
+def test_two_members_behind_one_nat_link_over_their_lan(grid: Grid) -> None:
+    a, b = grid.nodes["port1"], grid.nodes[LAN_MATE]
+    local = f"{b.underlay_ip}:5800"
+    ip_b = b.address()
+    assert ip_b is not None
+    # Traffic opens a shortcut; its handshake goes to the LAN endpoint the beacons announced.
+    a.sh("ping", "-n", "-q", "-c", "40", "-i", "0.05", "-W", "1", ip_b, check=False)
+
+    def over_lan() -> dict[str, Any] | None:
+        link = link_between(grid, "port1", LAN_MATE)
+        return link if link is not None and link["endpoint"] == local else None
+
+    wait_for(over_lan, 20, "port1 to link to its LAN neighbour at its LAN address", POLL_S)
+    back = link_between(grid, LAN_MATE, "port1")
+    assert back is not None and back["endpoint"] == f"{a.underlay_ip}:5800", back
+    lan = overlay(b)["lan"]
+    assert lan["enabled"] and lan["beacons_sent"] >= 1, lan
+    assert grid.addresses["port1"] in {p["peer"] for p in lan["peers"]}, lan
+    ip_a = a.address()
+    assert ip_a is not None and pings(b, ip_a, count=5) == 5
