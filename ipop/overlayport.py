@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,6 +46,7 @@ from overlay import (
     Address,
     AppReceiver,
     Delivered,
+    Endpoint,
     JoinStateChanged,
     NeighboursChanged,
     OverlayEvent,
@@ -136,6 +138,9 @@ class OverlayPort:
         hosts = [host] if host not in ("0.0.0.0", "::") else interface_addresses()
         lan = ":" not in host and config.overlay_options.lan_discovery
         broadcasts = lan_broadcasts(host) if lan else []
+        stun = _resolve_stun(
+            config.overlay_options.stun_servers, socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
         rng = random.SystemRandom()
         self.node = OverlayNode(
             ctx.identity,
@@ -147,6 +152,7 @@ class OverlayPort:
             cache_cipher_contexts=True,
             pmtu=PmtuConfig(),
             lan_broadcast=tuple((b, bound) for b in broadcasts),
+            stun_servers=stun,
         )
         self.node.log_prefix = ""  # the node's log prefix already names it
         self.dht_node = DhtNode(self.node, ctx.identity, DhtConfig(), rng)
@@ -364,3 +370,19 @@ def _answer(result: OpResult) -> dict[str, Any]:
     if isinstance(result, Deleted):
         return {"key": _text(result.key), "deleted": _text(result.value)}
     return {"result": repr(result)}
+
+
+def _resolve_stun(servers: tuple[Endpoint, ...], family: int) -> tuple[Endpoint, ...]:
+    """The configured STUN servers as IP endpoints of the overlay socket's family (names resolved once,
+    at start; a name that does not resolve is skipped with a warning: STUN is optional)."""
+    out: list[Endpoint] = []
+    for host, port in servers:
+        try:
+            infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("STUN server %s:%d skipped: %s", host, port, exc)
+            continue
+        endpoint = (str(infos[0][4][0]), int(infos[0][4][1]))
+        if endpoint not in out:
+            out.append(endpoint)
+    return tuple(out)

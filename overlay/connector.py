@@ -380,6 +380,8 @@ class Connector:
             node.link_up(link)
             node.maintenance.link_established(link, attempt.role if attempt else 0, now)
         node.maintenance.ring_changed(now)
+        if peer not in self.by_peer:  # a member on our LAN: onto the local path with it
+            node.lan.link_up(peer, now)
 
     def on_handshake_failed(self, index: int, answered_by: Address, now: float) -> None:
         """Our INIT reached an authentic node other than the one we meant (the peer moved, or its
@@ -451,6 +453,7 @@ class Connector:
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
         if not isinstance(path, TunnelPath) and is_stun(data):
             self.node.counters["rx_stun"] += 1
+            self.node.stun.receive(data, path, now)
             return
         self.node.counters["rx_dropped_foreign"] += 1
 

@@ -39,8 +39,17 @@ class LanDiscovery:
         self.directory = LanDirectory(own)
         self.scheduler = BeaconScheduler(node.rng, now)
         self.links_moved = 0
+        self._armed_at: float | None = None
         if targets and port:
-            node.set_timer(self.scheduler.get_timer(), "lan", None)
+            self._arm()
+
+    def _arm(self) -> None:
+        """One pending timer at a time: an early answer replaces the later deadline (which then fires
+        harmlessly) instead of starting a second chain of timers."""
+        when = self.scheduler.get_timer()
+        if self._armed_at is None or when < self._armed_at:
+            self._armed_at = when
+            self.node.set_timer(when, "lan", None)
 
     @property
     def enabled(self) -> bool:
@@ -49,12 +58,14 @@ class LanDiscovery:
     def on_timer(self, now: float) -> None:
         if not self.enabled:
             return
+        if self._armed_at is not None and now >= self._armed_at:
+            self._armed_at = None
         if self.scheduler.due(now):
             beacon = encode_beacon(Beacon(self.node.address.to_bytes(20, "big"), self.port), self._key)
             for target in self.targets:
                 self.node.transmit(beacon, target, now)
             self.node.counters["tx_beacon"] += 1
-        self.node.set_timer(self.scheduler.get_timer(), "lan", None)
+        self._arm()
 
     @property
     def _key(self) -> bytes:
@@ -72,14 +83,19 @@ class LanDiscovery:
             node.counters["rx_dropped_bad_beacon"] += 1
             return
         node.counters["rx_beacon"] += 1
-        peer = self.directory.heard(beacon, src[0], now)
-        if peer is None:
-            return
-        self.scheduler.answer_newcomer(now)
-        node.set_timer(self.scheduler.get_timer(), "lan", None)
-        address = Address(int.from_bytes(peer.address, "big"))
-        log.info("%s LAN peer %s at %s:%d", node.log_prefix, short(address), *peer.endpoint)
-        self.link(address, peer.endpoint, now)
+        address = Address(int.from_bytes(beacon.address, "big"))
+        if self.directory.heard(beacon, src[0], now) is not None:
+            self.scheduler.answer_newcomer(now)
+            self._arm()
+            log.info("%s LAN peer %s at %s:%d", node.log_prefix, short(address), src[0], beacon.port)
+        if address != node.address:
+            self.link(address, (src[0], beacon.port), now)  # every beacon: links made since move too
+
+    def link_up(self, peer: Address, now: float) -> None:
+        """A link to ``peer`` was established: onto the LAN with it if the peer is a LAN peer."""
+        endpoint = self.endpoint_of(peer, now)
+        if endpoint is not None:
+            self.link(peer, endpoint, now)
 
     def link(self, peer: Address, endpoint: Endpoint, now: float) -> None:
         """Move an existing link to ``peer`` onto its LAN ``endpoint`` (see the module docstring)."""

@@ -59,6 +59,7 @@ from .pmtu import PmtuConfig
 from .routing import Routing
 from .sessions import preferred_session
 from .status import node_status
+from .stunning import StunQueries
 from .table import ConnectionTable, Link, role_names
 from .wire import (
     FLAG_EXACT,
@@ -111,6 +112,7 @@ class OverlayNode(Routing):
         cache_cipher_contexts: bool = False,
         pmtu: PmtuConfig | None = None,
         lan_broadcast: tuple[Endpoint, ...] = (),
+        stun_servers: tuple[Endpoint, ...] = (),
     ) -> None:
         self.identity = identity
         self.config = config
@@ -146,6 +148,8 @@ class OverlayNode(Routing):
         port = local_endpoints[0][1] if local_endpoints else 0
         self.lan = LanDiscovery(self, lan_broadcast, port, now)
         """LAN discovery: beacons to ``lan_broadcast`` (the I/O layer's broadcast addresses; none: off)."""
+        self.stun = StunQueries(self, stun_servers, now)
+        """STUN at run time: ``stun_servers`` (resolved IP endpoints) asked where they see us."""
 
     # -- the sans-IO surface -------------------------------------------------------------------------
 
@@ -186,6 +190,8 @@ class OverlayNode(Routing):
                 self.datapath.on_timer(ref, now)
             elif kind == "lan":
                 self.lan.on_timer(now)
+            elif kind == "stun":
+                self.stun.on_timer(now)
 
     def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None

@@ -8,7 +8,9 @@ with a member node in interface mode whose TAP gets its address from a real DHCP
     port port (router_input="accept")           the conntrack-clash pair
     addr (20 % random loss on its public link)  links still form through loss
 
-and a second member on the LAN of the first ``port`` site, which must link to its neighbour over the LAN
+The second node of each type asks the lab's STUN server (coturn) and must report its NAT type (mapping
+from peers and STUN, filtering from the RFC 5780 checks) in ``ipop status``. There is also a second
+member on the LAN of the first ``port`` site, which must link to its neighbour over the LAN
 (LAN discovery beacons), not through its router (a ``port`` router has no hairpinning) or a relay.
 
 All nodes start at once; then, for every pair of NAT types at once, one node sends a burst of pings to
@@ -35,7 +37,7 @@ import pytest
 
 from nat import pair_is_punchable
 from tests.ipop.vpnlab import VpnNode, node_config
-from tests.natlab import SERVER_IPS, NatLab, Site
+from tests.natlab import SERVER_IPS, STUN_PORT, NatLab, Site
 from tests.netns import Process, have_root, lab, wait_for
 
 pytestmark = pytest.mark.system
@@ -44,6 +46,9 @@ TYPES = ("full", "addr", "port", "sym")
 CLASH = ("clash", "clash")
 LOSSY = "lossy"
 LOSS_PERCENT = 20
+STUN_SERVER = f"{SERVER_IPS[0]}:{STUN_PORT}"
+STUN_USERS = {"full2": "full", "addr2": "addr", "port2": "port", "sym2": "sym"}
+"""Nodes configured with the lab's STUN server (coturn, RFC 5780), and the NAT type each must report."""
 LAN_MATE = "port1b"
 """The second member of site ``port1``, on the same LAN as ``port1``."""
 BOOT_IP = SERVER_IPS[0]
@@ -113,6 +118,7 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
                 natlab.set_nat(site, nat_type_, router_input)
             sites[label] = site
         natlab.impair(sites["lossy1"], LOSS_PERCENT)
+        natlab.start_stun_server()
         boot = VpnNode(the_lab, "boot", natlab.server, BOOT_IP, node_config(the_lab, "boot", BOOT_IP, []))
         boot.start()
         natlab.add_host(sites["port1"])
@@ -122,7 +128,8 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
             k = 1 if label == LAN_MATE else 0
             ip = site.host_ip(k)
             network = {"namespace": "default", "lease_seconds": 120}
-            config = node_config(the_lab, label, ip, [BOOT_IP], network=network)
+            overlay_keys = {"stun_servers": [STUN_SERVER]} if label in STUN_USERS else None
+            config = node_config(the_lab, label, ip, [BOOT_IP], network=network, overlay=overlay_keys)
             nodes[label] = VpnNode(the_lab, label, site.hosts[k], ip, config)
         started = time.monotonic()
         wait_for(lambda: boot.status()["node"]["state"] == "running", 20, "the bootstrap node", POLL_S)
@@ -248,3 +255,22 @@ def test_two_members_behind_one_nat_link_over_their_lan(grid: Grid) -> None:
     assert grid.addresses["port1"] in {p["peer"] for p in lan["peers"]}, lan
     ip_a = a.address()
     assert ip_a is not None and pings(b, ip_a, count=5) == 5
+
+
+def test_stun_servers_are_asked_and_the_nat_type_is_shown(grid: Grid) -> None:
+    def classified() -> dict[str, str] | None:
+        seen = {label: overlay(grid.nodes[label])["nat"]["nat_type"] for label in STUN_USERS}
+        return seen if seen == STUN_USERS else None
+
+    try:
+        wait_for(classified, 20, "every STUN user to show its NAT type", POLL_S)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {[overlay(grid.nodes[lb])['nat'] for lb in STUN_USERS]}") from None
+    for label in STUN_USERS:
+        status = overlay(grid.nodes[label])
+        servers = status["stun"]["servers"]
+        assert [s["state"] for s in servers] == ["succeeded"], servers
+        assert servers[0]["mapped"].startswith(f"{grid.sites[label].wan_ip}:"), servers
+        assert status["counters"].get("stun_answers", 0) >= 1
+    without = overlay(grid.nodes["full1"])
+    assert without["stun"]["servers"] == [] and without["nat"]["filtering"] == "unknown"
