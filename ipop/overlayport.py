@@ -168,8 +168,13 @@ class OverlayPort:
         )
         if broadcasts and host != "0.0.0.0":
             # A socket bound to a unicast address never sees broadcasts: one socket per LAN does.
+            # LAN discovery is an optimisation: a port taken on the broadcast address (another program,
+            # another node on this host) costs the beacons we would hear, never the node's start.
             for broadcast in broadcasts:
-                self.driver.add_listener(open_udp_socket(broadcast, bound))
+                try:
+                    self.driver.add_listener(open_udp_socket(broadcast, bound))
+                except OSError as exc:
+                    log.warning("LAN beacons to %s:%d will not be heard: %s", broadcast, bound, exc)
         log.info("overlay listening on %s:%d%s", host, bound, f"; LAN beacons to {broadcasts}" if lan else "")
         for cmd, handler in (
             ("dht.get", self._cmd_get),
