@@ -419,22 +419,25 @@ class Connector:
         if not link.direct:
             self.relays.candidates_heard(link, now)
 
-    def path_changed(self, link: Link, path: Path, now: float) -> None:
+    def path_changed(self, link: Link, path: Path, now: float) -> bool:
         """An authenticated packet arrived along another path than the link's. From a new underlay
         endpoint on a direct link: the peer roamed; follow it, as WireGuard does. Through another relay
         on a tunnelled link: the peer moved its tunnel; answer the same way. A direct packet on a
-        tunnelled link proves only one direction, so it changes nothing: upgrades go through a punch."""
+        tunnelled link proves only one direction, so it changes nothing: upgrades go through a punch.
+        Returns whether the link's path changed."""
         if isinstance(path, TunnelPath):
             if link.endpoint is None and path.relay != link.relay and path.relay is not None:
                 self.outcomes["relay_followed"] += 1
                 self.relays.set_relay(link, path.relay, now)
-            return
+                return True
+            return False
         if link.endpoint is None:
             self.node.counters["rx_direct_on_tunnel"] += 1
-            return
+            return False
         self.outcomes["roamed"] += 1
         link.endpoint = path
         link.relay = None
+        return True
 
     # -- datagrams that are not link packets ----------------------------------------------------------
 

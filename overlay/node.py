@@ -380,8 +380,11 @@ class OverlayNode(Routing):
             return
         link.last_rx = now
         link.probe_tries = 0
-        if path != self.link_path(link):
-            self.connector.path_changed(link, path, now)
+        if path != self.link_path(link) and self.connector.path_changed(link, path, now):
+            # Only a path the link really moved to voids what was measured of the old one. Restarting
+            # the path MTU search for every packet that arrived another way (a tunnelled packet on a
+            # direct link, a direct one on a tunnel) fed a loop in the NAT lab: each probe's answer,
+            # arriving the other way, restarted the search again, thousands of times a second.
             self.datapath.endpoint_changed(link, now)
         if not plaintext:
             return
