@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,6 +48,7 @@ from overlay import (
     Address,
     AppReceiver,
     Delivered,
+    Endpoint,
     JoinStateChanged,
     NeighboursChanged,
     OverlayEvent,
@@ -56,6 +58,7 @@ from overlay import (
     UdpDriver,
     Undeliverable,
     interface_addresses,
+    lan_broadcasts,
     open_udp_socket,
 )
 
@@ -140,6 +143,11 @@ class OverlayPort:
         self.sock = open_udp_socket(host, port)
         bound = self.sock.getsockname()[1]
         hosts = [host] if host not in ("0.0.0.0", "::") else interface_addresses()
+        lan = ":" not in host and config.overlay_options.lan_discovery
+        broadcasts = lan_broadcasts(host) if lan else []
+        stun = _resolve_stun(
+            config.overlay_options.stun_servers, socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
         rng = random.SystemRandom()
         self.node = OverlayNode(
             ctx.identity,
@@ -150,6 +158,8 @@ class OverlayPort:
             suite=config.overlay_options.suite,
             cache_cipher_contexts=True,
             pmtu=PmtuConfig(),
+            lan_broadcast=tuple((b, bound) for b in broadcasts),
+            stun_servers=stun,
         )
         self.node.log_prefix = ""  # the node's log prefix already names it
         self.dht_node = DhtNode(self.node, ctx.identity, DhtConfig(), rng)
@@ -163,7 +173,16 @@ class OverlayPort:
         self.driver = UdpDriver(
             self.node, self.sock, on_event=self._on_event, fast=True, on_too_big=self.node.datapath.too_big
         )
-        log.info("overlay listening on %s:%d", host, bound)
+        if broadcasts and host != "0.0.0.0":
+            # A socket bound to a unicast address never sees broadcasts: one socket per LAN does.
+            # LAN discovery is an optimisation: a port taken on the broadcast address (another program,
+            # another node on this host) costs the beacons we would hear, never the node's start.
+            for broadcast in broadcasts:
+                try:
+                    self.driver.add_listener(open_udp_socket(broadcast, bound))
+                except OSError as exc:
+                    log.warning("LAN beacons to %s:%d will not be heard: %s", broadcast, bound, exc)
+        log.info("overlay listening on %s:%d%s", host, bound, f"; LAN beacons to {broadcasts}" if lan else "")
         for cmd, handler in (
             ("dht.get", self._cmd_get),
             ("dht.put", self._cmd_put),
@@ -363,3 +382,19 @@ def _answer(result: OpResult) -> dict[str, Any]:
     if isinstance(result, Deleted):
         return {"key": _text(result.key), "deleted": _text(result.value)}
     return {"result": repr(result)}
+
+
+def _resolve_stun(servers: tuple[Endpoint, ...], family: int) -> tuple[Endpoint, ...]:
+    """The configured STUN servers as IP endpoints of the overlay socket's family (names resolved once,
+    at start; a name that does not resolve is skipped with a warning: STUN is optional)."""
+    out: list[Endpoint] = []
+    for host, port in servers:
+        try:
+            infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("STUN server %s:%d skipped: %s", host, port, exc)
+            continue
+        endpoint = (str(infos[0][4][0]), int(infos[0][4][1]))
+        if endpoint not in out:
+            out.append(endpoint)
+    return tuple(out)

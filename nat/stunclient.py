@@ -227,6 +227,11 @@ class StunClient:
     def pending(self) -> int:
         return len(self._pending)
 
+    def expects(self, data: bytes) -> bool:
+        """Whether ``data`` is STUN with the id of one of our open transactions (two clients can share
+        a socket: the datagram goes to the one that expects it)."""
+        return is_stun(data) and bytes(data[8 : 8 + TRANSACTION_ID_BYTES]) in self._pending
+
     def receive(self, data: bytes, src: Endpoint, now: float) -> bool:
         if not is_stun(data):
             return False

@@ -22,7 +22,7 @@ from .address import (
 )
 from .config import OverlayConfig
 from .datapath import APP_HEADER, AppReceiver, DataPath
-from .driver import UdpDriver, interface_addresses, open_udp_socket, parse_endpoint
+from .driver import UdpDriver, interface_addresses, lan_broadcasts, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
     Endpoint,
@@ -97,6 +97,7 @@ __all__ = [
     "OverlayNode",
     "UdpDriver",
     "interface_addresses",
+    "lan_broadcasts",
     "open_udp_socket",
     "parse_endpoint",
     "ADDRESS_BITS",

@@ -27,7 +27,7 @@ Its states and transitions, in one place:
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from nat import PunchEvent, PunchSucceeded, is_beacon, is_private, is_probe, is_stun
@@ -60,6 +60,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Attempt", "Connector", "TunnelPath"]
 
+DIRECT_TIMES_KEPT = 4096
+"""Set-up times kept for the figures (the simulator's run reads them all); bounded for a long-lived node."""
+
+DIRECT_TIMES_SHOWN = 32
+"""``ipop status`` lists the set-up times of this many latest direct links (enough for a median)."""
+
 
 class Connector:
     def __init__(self, node: OverlayNode) -> None:
@@ -74,7 +80,7 @@ class Connector:
         self.signalling = Signalling(node, self)
         self._next_id = 0
         self.outcomes: Counter[str] = Counter()
-        self.direct_times: list[float] = []
+        self.direct_times: deque[float] = deque(maxlen=DIRECT_TIMES_KEPT)
         """Seconds from a punch's start to the direct link's handshake (for the simulator's figures)."""
 
     # -- starting attempts ------------------------------------------------------------------------------
@@ -142,6 +148,13 @@ class Connector:
         attempt.target, attempt.exact, attempt.via = peer, exact, via
         attempt.reply_via = reply_via if reply_via is not None else node.maintenance.reply_via()
         self._start_connect(attempt, hints if exact else (), now)
+        local = node.lan.endpoint_of(peer, now) if exact else None
+        if local is not None:
+            # A member heard on our LAN: the handshake goes straight to its local endpoint (no
+            # hairpinning through our router, no relay); the connect-to-me still runs as a fallback.
+            attempt.targets = [local]
+            self._send_inits(attempt, now)
+            return attempt.id
         if exact and hints and not any(is_private(host) for host, _ in hints):
             # A peer without a private address is most likely public: a handshake straight to it
             # links at once, without waiting for the connect-to-me to find it through the ring. (Not
@@ -167,6 +180,14 @@ class Connector:
             self.punch.prepunch(attempt.token, hints, now)
         self.signalling.send_connect(attempt, now)
         self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+
+    def connect_local(self, peer: Address, endpoint: Endpoint, role: int, now: float) -> int:
+        """A handshake straight to ``peer`` at a LAN ``endpoint`` (heard in its beacon): for an existing
+        link, a move to the local path once the handshake completes (``role`` 0)."""
+        attempt = self._new(HANDSHAKE, role, peer, now)
+        attempt.targets = [endpoint]
+        self._send_inits(attempt, now)
+        return attempt.id
 
     def rekey(self, link: Link, now: float) -> None:
         """A fresh key exchange on an existing link, along its current path."""
@@ -359,6 +380,8 @@ class Connector:
             node.link_up(link)
             node.maintenance.link_established(link, attempt.role if attempt else 0, now)
         node.maintenance.ring_changed(now)
+        if peer not in self.by_peer:  # a member on our LAN: onto the local path with it
+            node.lan.link_up(peer, now)
 
     def on_handshake_failed(self, index: int, answered_by: Address, now: float) -> None:
         """Our INIT reached an authentic node other than the one we meant (the peer moved, or its
@@ -396,22 +419,25 @@ class Connector:
         if not link.direct:
             self.relays.candidates_heard(link, now)
 
-    def path_changed(self, link: Link, path: Path, now: float) -> None:
+    def path_changed(self, link: Link, path: Path, now: float) -> bool:
         """An authenticated packet arrived along another path than the link's. From a new underlay
         endpoint on a direct link: the peer roamed; follow it, as WireGuard does. Through another relay
         on a tunnelled link: the peer moved its tunnel; answer the same way. A direct packet on a
-        tunnelled link proves only one direction, so it changes nothing: upgrades go through a punch."""
+        tunnelled link proves only one direction, so it changes nothing: upgrades go through a punch.
+        Returns whether the link's path changed."""
         if isinstance(path, TunnelPath):
             if link.endpoint is None and path.relay != link.relay and path.relay is not None:
                 self.outcomes["relay_followed"] += 1
                 self.relays.set_relay(link, path.relay, now)
-            return
+                return True
+            return False
         if link.endpoint is None:
             self.node.counters["rx_direct_on_tunnel"] += 1
-            return
+            return False
         self.outcomes["roamed"] += 1
         link.endpoint = path
         link.relay = None
+        return True
 
     # -- datagrams that are not link packets ----------------------------------------------------------
 
@@ -423,13 +449,14 @@ class Connector:
         if is_probe(data):
             self.punch.receive(data, path, now)
         elif is_beacon(data):
-            self.node.counters["rx_beacon"] += 1
+            self.node.lan.on_beacon(data, path, now)
         else:
             self.node.counters["rx_dropped_unknown_type"] += 1
 
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
         if not isinstance(path, TunnelPath) and is_stun(data):
             self.node.counters["rx_stun"] += 1
+            self.node.stun.receive(data, path, now)
             return
         self.node.counters["rx_dropped_foreign"] += 1
 
@@ -446,6 +473,7 @@ class Connector:
             **self.reflexive.status(),
             **self.relays.status(),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "direct_link_s": [round(t, 4) for t in list(self.direct_times)[-DIRECT_TIMES_SHOWN:]],
         }
 
     def leaf_links(self) -> list[Link]:

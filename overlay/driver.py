@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -40,6 +41,7 @@ SOCKET_BUFFER = 4 << 20
 """4 MiB socket buffers absorb bursts while the core is busy (the kernel caps it at rmem_max)."""
 
 _SIOCGIFADDR = 0x8915
+_SIOCGIFNETMASK = 0x891B
 
 
 class Core(Protocol):
@@ -81,6 +83,30 @@ def interface_addresses() -> list[str]:
             except OSError:
                 continue  # no IPv4 address on this interface
             found.append(socket.inet_ntoa(reply[20:24]))
+    return found
+
+
+def lan_broadcasts(bound_host: str) -> list[str]:
+    """IPv4 broadcast addresses of the LANs a socket bound to ``bound_host`` reaches: that address's
+    interface, or every interface for the wildcard address. Loopback and TUN/TAP devices (the VPN's own
+    interface) are left out: a beacon belongs on the underlay, never inside the VPN."""
+    found: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            if name == "lo" or os.path.exists(f"/sys/class/net/{name}/tun_flags"):
+                continue
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                address = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)[20:24]
+                mask = fcntl.ioctl(probe.fileno(), _SIOCGIFNETMASK, request)[20:24]
+            except OSError:
+                continue  # no IPv4 address on this interface
+            # From address and mask, not SIOCGIFBRDADDR: ``ip addr add A/N`` sets no broadcast address.
+            host = int.from_bytes(address, "big")
+            bits = int.from_bytes(mask, "big")
+            broadcast = socket.inet_ntoa(((host & bits) | (~bits & 0xFFFFFFFF)).to_bytes(4, "big"))
+            if bound_host in ("0.0.0.0", socket.inet_ntoa(address)) and bits < 0xFFFFFFFE:
+                found.append(broadcast)
     return found
 
 
@@ -128,6 +154,7 @@ class UdpDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
+        self.listeners: list[socket.socket] = []
         self.closed = False
         self.gso = self.gro = False
         if fast:
@@ -186,6 +213,26 @@ class UdpDriver:
                     receive(data, addr, now)
         for done in self.after_batch:
             done()
+        self.flush()
+
+    def add_listener(self, sock: socket.socket) -> None:
+        """Also feed the core what ``sock`` receives (a socket bound to a LAN's broadcast address, for
+        beacons that a socket bound to a unicast address never sees); closed with the driver."""
+        sock.setblocking(False)
+        self.listeners.append(sock)
+        self.loop.add_reader(sock.fileno(), self._readable_listener, sock)
+
+    def _readable_listener(self, sock: socket.socket) -> None:
+        now = self.loop.time()
+        for _ in range(DRAIN):
+            try:
+                data, addr = sock.recvfrom(RECV_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("recvfrom (listener): %s", exc)
+                continue
+            self.core.receive_datagram(data, (addr[0], addr[1]), now)
         self.flush()
 
     def send_datagrams(self, datagrams: list[bytes], addr: Endpoint) -> None:
@@ -278,6 +325,9 @@ class UdpDriver:
         self.flush()
         self.closed = True
         self.loop.remove_reader(self.sock.fileno())
+        for extra in self.listeners:
+            self.loop.remove_reader(extra.fileno())
+            extra.close()
         if self._timer is not None:
             self._timer.cancel()
         self.sock.close()

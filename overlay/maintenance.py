@@ -399,6 +399,12 @@ class Maintenance:
                 self.drop_role(link, SHORTCUT, now)
             if link.my_roles & LEAF and self.state == JOINED and now - link.created > LEAF_HOLD_S:
                 self.drop_role(link, LEAF, now)
+            if link.my_roles == 0 and link.last_app > link.created and now - link.last_app <= idle:
+                # A link without a role that carries application traffic (a joiner's temporary link,
+                # a link the peer opened, a LAN link) is a shortcut in all but name: traffic to a
+                # linked peer is never counted towards one, so without the role it would be closed as
+                # unused and the traffic would fall back to routing (or a relay) until counted again.
+                self.add_role(link, SHORTCUT, now)
             if link.my_roles == 0 and link.peer_roles == 0:
                 if link.unused_since is None:
                     link.unused_since = now

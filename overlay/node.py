@@ -38,6 +38,7 @@ from .events import (
     Transmit,
 )
 from .identity import Identity
+from .lan import LanDiscovery
 from .linksec import (
     HS_FIN,
     HS_INIT,
@@ -58,6 +59,7 @@ from .pmtu import PmtuConfig
 from .routing import Routing
 from .sessions import preferred_session
 from .status import node_status
+from .stunning import StunQueries
 from .table import ConnectionTable, Link, role_names
 from .wire import (
     FLAG_EXACT,
@@ -109,6 +111,8 @@ class OverlayNode(Routing):
         suite: int = 1,
         cache_cipher_contexts: bool = False,
         pmtu: PmtuConfig | None = None,
+        lan_broadcast: tuple[Endpoint, ...] = (),
+        stun_servers: tuple[Endpoint, ...] = (),
     ) -> None:
         self.identity = identity
         self.config = config
@@ -141,6 +145,11 @@ class OverlayNode(Routing):
         self.connector = Connector(self)
         self.liveness = Liveness(self)
         self.maintenance = Maintenance(self, now)
+        port = local_endpoints[0][1] if local_endpoints else 0
+        self.lan = LanDiscovery(self, lan_broadcast, port, now)
+        """LAN discovery: beacons to ``lan_broadcast`` (the I/O layer's broadcast addresses; none: off)."""
+        self.stun = StunQueries(self, stun_servers, now)
+        """STUN at run time: ``stun_servers`` (resolved IP endpoints) asked where they see us."""
 
     # -- the sans-IO surface -------------------------------------------------------------------------
 
@@ -179,6 +188,10 @@ class OverlayNode(Routing):
                 self.maintenance.repair(now)
             elif kind == "pmtu":
                 self.datapath.on_timer(ref, now)
+            elif kind == "lan":
+                self.lan.on_timer(now)
+            elif kind == "stun":
+                self.stun.on_timer(now)
 
     def next_event(self) -> OverlayEvent | None:
         return self._events.popleft() if self._events else None
@@ -367,8 +380,11 @@ class OverlayNode(Routing):
             return
         link.last_rx = now
         link.probe_tries = 0
-        if path != self.link_path(link):
-            self.connector.path_changed(link, path, now)
+        if path != self.link_path(link) and self.connector.path_changed(link, path, now):
+            # Only a path the link really moved to voids what was measured of the old one. Restarting
+            # the path MTU search for every packet that arrived another way (a tunnelled packet on a
+            # direct link, a direct one on a tunnel) fed a loop in the NAT lab: each probe's answer,
+            # arriving the other way, restarted the search again, thousands of times a second.
             self.datapath.endpoint_changed(link, now)
         if not plaintext:
             return

@@ -17,7 +17,15 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from nat import MappingBehaviour, NatObserver, NatProfile, endpoints, format_endpoint, gather
+from nat import (
+    FilteringBehaviour,
+    MappingBehaviour,
+    NatObserver,
+    NatProfile,
+    endpoints,
+    format_endpoint,
+    gather,
+)
 
 from .address import short
 from .events import Endpoint
@@ -55,6 +63,22 @@ class Reflexive:
                 "%s public endpoint %s -> %s (%s)", self.log_prefix, change.old, change.new, change.reason
             )
         self._cached = None
+
+    def stun_observed(self, server: Endpoint, mapped: Endpoint, now: float) -> None:
+        """A STUN server at ``server`` sees us at ``mapped``: an observation like a peer's."""
+        self._now = now
+        for change in self.observer.observe(server, mapped, now, peer=f"stun {format_endpoint(server)}"):
+            log.info(
+                "%s public endpoint %s -> %s (%s)", self.log_prefix, change.old, change.new, change.reason
+            )
+        self._cached = None
+
+    def stun_filtering_result(self, behaviour: FilteringBehaviour) -> None:
+        """What the RFC 5780 checks against a STUN server show of our NAT's filtering so far."""
+        if behaviour is not FilteringBehaviour.UNKNOWN:
+            self.observer.record_filtering(behaviour)
+            self.stun_filtering = behaviour.value
+            self._cached = None
 
     def profile(self, now: float | None = None) -> NatProfile:
         return self.observer.profile(self._now if now is None else now)

@@ -41,9 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DIRECT_RETRY_S = 30.0
+DIRECT_RETRY_S = 40.0
 """First retry of a direct path after a tunnel formed: NAT mappings and candidates settle within a few
-keepalives, and a peer that roamed onto a better network is found within half a minute."""
+keepalives, and a peer that roamed onto a better network is found within a minute. Longer than Linux
+conntrack's 30 s timeout for unreplied UDP (with the +-10 % jitter and a punch's few seconds to spare):
+a punch that failed on the conntrack clash (see ``punching``) leaves stale entries in the routers, which
+only silence clears; a retry within 30 s of the last probe would refresh them and fail again."""
 
 DIRECT_RETRY_MAX_S = 480.0
 """Retries of a pair that cannot punch (symmetric x symmetric) settle at one every 8 minutes: a few

@@ -40,6 +40,8 @@ def node_status(node: OverlayNode, now: float) -> dict[str, Any]:
         "right": [to_hex(a) for a in right],
         "links": links,
         "nat": node.connector.nat_status(),
+        "lan": node.lan.status(now),
+        "stun": node.stun.status(),
         "counters": dict(sorted(node.counters.items())),
         "security": dict(sorted(node.security.counters.items())),
     }

@@ -171,15 +171,24 @@ class NatLab:
         lab.sysctl(site.router, "net.ipv4.ip_forward", "1")
         lab.bridge(site.router, "lan0")
         lab.addr(site.router, "lan0", f"{site.gateway}/24")
-        for k in range(hosts):
-            host = lab.netns(f"h{i}{'' if k == 0 else chr(ord('a') + k)}")
-            lab.veth(site.router, f"lp{k}", host, "eth0")
-            lab.attach(site.router, f"lp{k}", "lan0")
-            lab.addr(host, "eth0", f"{site.host_ip(k)}/24")
-            lab.route(host, "default", "via", site.gateway)
-            site.hosts.append(host)
+        for _ in range(hosts):
+            self.add_host(site)
         self.set_nat(site, nat_type, router_input)
         return site
+
+    def add_host(self, site: Site) -> str:
+        """One more host on the site's LAN (192.168.i.k+2, its router as default gateway)."""
+        k = len(site.hosts)
+        if k >= 20:
+            raise ValueError("at most 20 hosts a site")
+        lab = self.lab
+        host = lab.netns(f"h{site.index}{'' if k == 0 else chr(ord('a') + k)}")
+        lab.veth(site.router, f"lp{k}", host, "eth0")
+        lab.attach(site.router, f"lp{k}", "lan0")
+        lab.addr(host, "eth0", f"{site.host_ip(k)}/24")
+        lab.route(host, "default", "via", site.gateway)
+        site.hosts.append(host)
+        return host
 
     def site(self, index: int) -> Site:
         return self.sites[index - 1]

@@ -61,7 +61,7 @@ request subnet-mask, broadcast-address, domain-name, domain-name-servers, domain
 
 @dataclass
 class VpnNode:
-    cluster: Cluster
+    lab: Lab
     name: str
     ns: str
     underlay_ip: str
@@ -71,10 +71,6 @@ class VpnNode:
     lease_env: Path | None = None
     runs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def lab(self) -> Lab:
-        return self.cluster.lab
 
     def start(self) -> None:
         self.runs += 1
@@ -196,25 +192,51 @@ class Cluster:
         ip = f"{UNDERLAY}.{self.count}"
         self.lab.addr(ns, "eth0", f"{ip}/24")
         self.lab.sysctl(ns, "net.ipv4.icmp_echo_ignore_broadcasts", "0")
-        config = self.lab.workdir / f"{name}.toml"
-        text = (
-            f'[node]\nname = "{name}"\nstate_dir = "{self.lab.workdir / (name + ".state")}"\n'
-            f'listen = "{ip}:5800"\nlog_level = "info"\n'
-            f'[overlay]\nsecret = "{secret}"\n'
-            f"bootstrap = {json.dumps([f'udp://{BOOT_IP}:5800'] if bootstrap else [])}\n"
+        config = node_config(
+            self.lab,
+            name,
+            ip,
+            [BOOT_IP] if bootstrap else [],
+            secret=secret,
+            network={"namespace": namespace, "lease_seconds": lease_seconds} if network else None,
+            dns_upstream=f"{BOOT_IP}:{STUB_DNS_PORT}",
         )
-        if network:
-            text += (
-                f'[network]\nnamespace = "{namespace}"\nlease_seconds = {lease_seconds}\n'
-                f'dns_upstream = ["{BOOT_IP}:{STUB_DNS_PORT}"]\n'
-            )
-        config.write_text(text)
-        node = VpnNode(self, name, ns, ip, config)
+        node = VpnNode(self.lab, name, ns, ip, config)
         self.nodes[name] = node
         if start:
             node.start()
             node.wait_running()
         return node
+
+
+def node_config(
+    lab: Lab,
+    name: str,
+    ip: str,
+    bootstrap: list[str],
+    *,
+    secret: str = SECRET,
+    network: dict[str, Any] | None = None,
+    dns_upstream: str | None = None,
+    overlay: dict[str, Any] | None = None,
+) -> Path:
+    """Write the TOML file of node ``name`` listening on ``ip``:5800 and return its path. ``network``
+    holds the keys of its ``[network]`` section (``None``: a pure overlay node); ``overlay`` adds keys to
+    ``[overlay]`` (lists and strings as TOML, e.g. ``stun_servers``)."""
+    config = lab.workdir / f"{name}.toml"
+    text = (
+        f'[node]\nname = "{name}"\nstate_dir = "{lab.workdir / (name + ".state")}"\n'
+        f'listen = "{ip}:5800"\nlog_level = "info"\n'
+        f'[overlay]\nsecret = "{secret}"\n'
+        f"bootstrap = {json.dumps([f'udp://{b}:5800' for b in bootstrap])}\n"
+    )
+    text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in (overlay or {}).items())
+    if network is not None:
+        text += "[network]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in network.items())
+        if dns_upstream is not None:
+            text += f'dns_upstream = ["{dns_upstream}"]\n'
+    config.write_text(text)
+    return config
 
 
 def ping(node: VpnNode, target: str, count: int = 1, wait: float = 2.0) -> bool:
@@ -228,4 +250,4 @@ def dig(node: VpnNode, *args: str) -> subprocess.CompletedProcess[str]:
     return node.sh("dig", f"@{SERVER}", "+tries=1", "+time=2", *args, check=False)
 
 
-__all__ = ["Cluster", "VpnNode", "dig", "ping", "run"]
+__all__ = ["Cluster", "VpnNode", "dig", "node_config", "ping", "run"]

@@ -159,3 +159,11 @@ def test_encode_of_our_request_is_decodable_by_ourselves() -> None:
     msg = decode_stun(data)
     assert msg.fingerprint and msg.change_request == CHANGE_IP and msg.software == "s"
     assert encode_stun(msg) == data
+
+
+def test_expects_only_the_transactions_of_this_client() -> None:
+    mine, other = StunClient(Random(8)), StunClient(Random(9))
+    tid = mine.request(SERVER, 0.0)
+    answer = binding_success(tid, ("203.0.113.2", 1))
+    assert mine.expects(answer) and not other.expects(answer)
+    assert not mine.expects(b"\x00" * 7) and not mine.expects(b"not stun at all, just bytes")

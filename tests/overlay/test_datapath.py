@@ -21,6 +21,7 @@ from overlay import (
     PmtuState,
     Service,
 )
+from overlay.connector import TunnelPath
 from overlay.wire import Ping
 
 SECRET = b"data path test network secret 0123"
@@ -236,3 +237,23 @@ def test_a_learnt_session_is_taken_by_the_fast_receive_and_the_rest_goes_the_ord
     assert pair.b.datagrams_to_send(pair.now)  # the Pong, and the probes' answers
     pair.b.drop_link(pair.b.table.get(pair.a.address), "test", pair.now)  # type: ignore[arg-type]
     assert not pair.b.datapath.receive(third, EA, pair.now)
+
+
+def test_only_a_real_change_of_path_restarts_the_path_mtu_search() -> None:
+    """``path_changed`` says whether the link moved; the node restarts the path MTU search only then. A
+    packet through a tunnel on a direct link (the peer still tunnels) is no reason to: one node of the
+    NAT grid restarted its search 60,000 times in ten seconds, each probe acknowledgement that came back
+    another way setting off the next round, and lost its other links meanwhile."""
+    pair = Pair(1500).linked()
+    peer, me = pair.b.address, pair.a
+    pair.a.datapath.direct_limit(peer, pair.now)  # data to send: the search starts
+    pair.run(10.0)
+    link = me.table.get(peer)
+    assert link is not None and link.endpoint == EB
+    assert not me.connector.path_changed(link, TunnelPath(peer, None), pair.now)
+    assert link.endpoint == EB
+    roamed = ("192.0.2.99", 5800)
+    assert me.connector.path_changed(link, roamed, pair.now) and link.endpoint == roamed
+    link.endpoint = None  # tunnelled: a direct packet proves one direction only
+    assert not me.connector.path_changed(link, EB, pair.now)
+    assert me.counters["rx_direct_on_tunnel"] == 1

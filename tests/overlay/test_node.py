@@ -68,6 +68,30 @@ def test_traffic_to_one_destination_opens_a_shortcut_that_idles_out() -> None:
     assert all("shortcut" not in entry["kinds"] for entry in src.node.status(cluster.now)["links"])
 
 
+def test_application_traffic_on_a_roleless_link_makes_it_a_shortcut_instead_of_unused() -> None:
+    cluster = small(3, 30)
+    cluster.scheduler.run_for(60.0)
+    members = cluster.live()
+    src = members[4]
+    dest = next(m for m in members if m is not src and src.node.table.get(m.node.address) is None)
+    src.node.connector.connect_address(dest.node.address, 0, cluster.now)  # a link with no role
+    src.host.poke()
+    cluster.scheduler.run_for(2.0)
+    assert src.node.table.get(dest.node.address) is not None
+    for _ in range(30):  # traffic over an existing link is not counted towards a shortcut
+        src.node.send(dest.node.address, Service.IPOP, b"x", cluster.now)
+        src.host.poke()
+        cluster.scheduler.run_for(1.0)
+    link = src.node.table.get(dest.node.address)
+    back = dest.node.table.get(src.node.address)
+    assert link is not None and back is not None, "closed as unused although it carried traffic"
+    mine = next(e for e in src.node.status(cluster.now)["links"] if e["peer"] == f"{dest.node.address:040x}")
+    theirs = next(
+        e for e in dest.node.status(cluster.now)["links"] if e["peer"] == f"{src.node.address:040x}"
+    )
+    assert "shortcut" in mine["my_roles"] and "shortcut" in theirs["peer_roles"]
+
+
 def test_a_crashed_neighbour_is_noticed_and_the_ring_closes_over_it() -> None:
     cluster = small(4, 12)
     victim = cluster.live()[5]
