@@ -271,7 +271,12 @@ def test_punch_survives_twenty_percent_loss(netlab: Lab) -> None:
     outcomes = run_punches(natlab, specs)
     for o in outcomes:
         assert o.direct, str(o)
-    assert natlab.dropped(natlab.site(1)) > 0 and natlab.dropped(natlab.site(3)) > 0
+    # A few punches may cross a site's link in a dozen packets, all of which may survive 20 % loss; a
+    # burst of 50 echoes through each impaired link proves the impairment is real (0.8^100 that none
+    # of its requests and replies is dropped).
+    for site in (natlab.site(1), natlab.site(3)):
+        netlab.sh(site.hosts[0], "ping", "-q", "-c50", "-i0.01", "-w5", SERVER_IPS[0], check=False)
+        assert natlab.dropped(site) > 0, f"no packet dropped on the link of site {site.index}"
     print("lossy punch times (s):", sorted(float(o.a["elapsed"]) for o in outcomes))
 
 
