@@ -236,3 +236,27 @@ def test_a_learnt_session_is_taken_by_the_fast_receive_and_the_rest_goes_the_ord
     assert pair.b.datagrams_to_send(pair.now)  # the Pong, and the probes' answers
     pair.b.drop_link(pair.b.table.get(pair.a.address), "test", pair.now)  # type: ignore[arg-type]
     assert not pair.b.datapath.receive(third, EA, pair.now)
+
+
+def test_views_of_one_gro_buffer_are_opened_in_place_and_nothing_keeps_the_buffer() -> None:
+    """The driver hands the data path memoryviews of a UDP_GRO read (no copy per datagram); the
+    payloads delivered must survive the buffer being overwritten by the next read."""
+    pair = Pair(1500).linked()
+    collector = Collector()
+    pair.b.datapath.receivers[Service.IPOP] = collector
+    payloads = [bytes([i]) * 600 for i in range(4)]
+    sealed = pair.a.datapath.seal_direct(pair.b.address, Service.IPOP, payloads, pair.now)
+    assert sealed is not None
+    first, *rest = sealed[1]
+    pair.b.receive_datagram(first, EA, pair.now)  # teaches the data path the session
+    size = len(rest[0])
+    assert all(len(d) == size for d in rest)
+    buffer = bytearray(b"".join(rest))
+    view = memoryview(buffer)
+    parts = [view[i : i + size] for i in range(0, len(buffer), size)]
+    tampered = bytearray(rest[0])
+    tampered[-1] ^= 1
+    assert not pair.b.datapath.receive(memoryview(tampered), EA, pair.now)  # not authentic: refused
+    assert all(pair.b.datapath.receive(part, EA, pair.now) for part in parts)
+    buffer[:] = bytes(len(buffer))  # the next read reuses the buffer
+    assert [payload for _, payload in collector.got] == payloads
