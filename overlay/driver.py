@@ -40,10 +40,11 @@ SOCKET_BUFFER = 4 << 20
 """4 MiB send buffer absorbs bursts while the interface is busy (the kernel caps it at wmem_max)."""
 RECEIVE_BUFFER = 128 << 10
 """The receive buffer is the tunnel's queue when this node is the slower end: whatever waits in it
-delays every packet inside the tunnel. 4 MiB (the kernel doubles it: 8 MiB) let one TCP stream's RTT
-inside the tunnel reach 35-93 ms at 0.4 Gbit/s over a 1500-byte underlay; 128 KiB (256 KiB for the
-kernel, ~4 ms at that rate) brought it to ~5 ms and ~1.5 ms over a 65535 underlay, with no lost
-keepalive. An overflow drops datagrams, which TCP inside reads as congestion, as it should."""
+delays every packet inside the tunnel. 4 MiB (the kernel doubles it: 8 MiB) let one TCP stream's
+RTT inside the tunnel reach 19-93 ms at 0.4-0.5 Gbit/s over a 1500-byte underlay; 128 KiB (256 KiB
+for the kernel, ~4 ms at that rate) brought it to 3.5-7 ms, and over a 65535 underlay from ~5 to
+1.2-3 ms, with no lost keepalive (docs/dataplane.md, phase 4). An overflow drops datagrams, which
+TCP inside the tunnel reads as congestion, as it should."""
 
 _SIOCGIFADDR = 0x8915
 
