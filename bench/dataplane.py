@@ -10,6 +10,9 @@ Two namespaces are joined by a veth pair with the underlay MTU ``M``. The script
   FILE``, each with a ``[network]`` section, so each has a TAP device); the virtual addresses are taken
   by DHCP when the node answers it, and otherwise set statically on the TAP devices;
 - ``ipop_rtt_added_ms``: ping's average RTT through ipop minus through the veth;
+- ``ipop_tcp_rtt_ms`` and ``wireguard_go_tcp_rtt_ms``: the iperf3 sender's mean smoothed TCP RTT
+  during the run (the kernel's ``tcpi_rtt``), i.e. the latency under full load: what the queues along
+  the tunnel add (bufferbloat) on top of the idle RTT;
 - ``ipop_cpu_pct``: CPU of both ipop processes during the iperf3 run, in % of one core (also per node);
 - ``ipop_keepalive_lost`` and ``ipop_links_lost``: keepalive pings left unanswered, and links given up
   for silence, on both nodes during the iperf3 run (issue 7: 0 under full load);
@@ -74,6 +77,8 @@ class Bench:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.namespaces: list[str] = []
         self.notes: list[str] = []
+        self.last_tcp_rtt_ms: float | None = None
+        self.wg_tcp_rtt_ms: float | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -160,7 +165,9 @@ class Bench:
     # -- measurements ----------------------------------------------------------------------------------
 
     def iperf(self, server_ip: str, watch: Sequence[int] = ()) -> tuple[float | None, dict[int, float]]:
-        """Gbit/s received by a single TCP stream from A to B, and the CPU % of ``watch`` meanwhile."""
+        """Gbit/s received by a single TCP stream from A to B, and the CPU % of ``watch`` meanwhile.
+        The sender's mean TCP RTT of the run is left in ``last_tcp_rtt_ms`` (None when not reported)."""
+        self.last_tcp_rtt_ms = None
         server = self.start("iperf3-server", ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], self.ns_b)
         try:
             wait_until(lambda: f":{IPERF_PORT}" in self.run("ss", "-ltn", ns=self.ns_b), 10, "iperf3 server")
@@ -185,6 +192,8 @@ class Bench:
             self.stop(server)
         try:
             result = json.loads(out)
+            with contextlib.suppress(KeyError, IndexError, TypeError):
+                self.last_tcp_rtt_ms = result["end"]["streams"][0]["sender"]["mean_rtt"] / 1000
             return result["end"]["sum_received"]["bits_per_second"] / 1e9, cpu
         except (ValueError, KeyError):
             self.notes.append(f"iperf3 to {server_ip} failed: {out[-300:]}")
@@ -246,6 +255,7 @@ class Bench:
                 self.notes.append("wireguard-go carried no ping")
                 return None, None
             gbps, _ = self.iperf(WG_B, [p.pid for p in procs])
+            self.wg_tcp_rtt_ms = self.last_tcp_rtt_ms
             return gbps, self.ping_ms(WG_B)
         finally:
             for proc in procs:
@@ -276,6 +286,7 @@ class Bench:
         out: dict[str, Any] = {
             "ipop_gbps": None,
             "ipop_rtt_ms": None,
+            "ipop_tcp_rtt_ms": None,
             "ipop_cpu_pct": None,
             "ipop_cpu_pct_per_node": None,
             "ipop_keepalive_lost": None,
@@ -325,6 +336,7 @@ class Bench:
             both = ((conf_a, self.ns_a), (conf_b, self.ns_b))
             before = self.liveness(python, env, both)
             gbps, cpu = self.iperf(target, [n.pid for n in nodes])
+            out["ipop_tcp_rtt_ms"] = self.last_tcp_rtt_ms
             after = self.liveness(python, env, both)
             if before is not None and after is not None:
                 out["ipop_keepalive_lost"] = after[0] - before[0]
@@ -540,6 +552,8 @@ def measure(mtu: int, seconds: float) -> dict[str, Any]:
         physical_rtt_ms=physical_rtt,
         wireguard_go_rtt_ms=wg_rtt,
         ipop_rtt_ms=ipop["ipop_rtt_ms"],
+        wireguard_go_tcp_rtt_ms=bench.wg_tcp_rtt_ms,
+        ipop_tcp_rtt_ms=ipop["ipop_tcp_rtt_ms"],
         notes=bench.notes,
     )
     return result

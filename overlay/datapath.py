@@ -74,10 +74,11 @@ class DataPath:
 
     # -- receiving -----------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, addr: Endpoint, now: float) -> bool:
+    def receive(self, data: bytes | memoryview, addr: Endpoint, now: float) -> bool:
         """Take a DATA datagram of a known direct-link session: open it and deliver it. False when
         it is not one (the caller gives it to ``OverlayNode.receive_datagram``, which also counts
-        and explains whatever does not open). Never raises."""
+        and explains whatever does not open). Never raises. ``data`` may be a view of one of the
+        datagrams of a UDP_GRO read: only the opened plaintext (a new object) is kept."""
         if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
             return False
         entry = self._sessions.get(int.from_bytes(data[2:6], "big"))

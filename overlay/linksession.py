@@ -215,7 +215,7 @@ class Session:
             return out  # type: ignore[return-value]  # bytes-like; callers only send it
         return header + aead.encrypt(NONCE.pack(counter), plaintext, header)
 
-    def open(self, data: bytes, counter: int, now: float) -> bytes:
+    def open(self, data: bytes | memoryview, counter: int, now: float) -> bytes:
         """The plaintext of a DATA datagram for this session whose header the caller parsed
         (``counter`` from it). Raises only :class:`LinkDecodeError`: replayed, too old, not
         authentic, or not acceptable in this state. The replay window moves only after the AEAD

@@ -257,3 +257,27 @@ def test_only_a_real_change_of_path_restarts_the_path_mtu_search() -> None:
     link.endpoint = None  # tunnelled: a direct packet proves one direction only
     assert not me.connector.path_changed(link, EB, pair.now)
     assert me.counters["rx_direct_on_tunnel"] == 1
+
+
+def test_views_of_one_gro_buffer_are_opened_in_place_and_nothing_keeps_the_buffer() -> None:
+    """The driver hands the data path memoryviews of a UDP_GRO read (no copy per datagram); the
+    payloads delivered must survive the buffer being overwritten by the next read."""
+    pair = Pair(1500).linked()
+    collector = Collector()
+    pair.b.datapath.receivers[Service.IPOP] = collector
+    payloads = [bytes([i]) * 600 for i in range(4)]
+    sealed = pair.a.datapath.seal_direct(pair.b.address, Service.IPOP, payloads, pair.now)
+    assert sealed is not None
+    first, *rest = sealed[1]
+    pair.b.receive_datagram(first, EA, pair.now)  # teaches the data path the session
+    size = len(rest[0])
+    assert all(len(d) == size for d in rest)
+    buffer = bytearray(b"".join(rest))
+    view = memoryview(buffer)
+    parts = [view[i : i + size] for i in range(0, len(buffer), size)]
+    tampered = bytearray(rest[0])
+    tampered[-1] ^= 1
+    assert not pair.b.datapath.receive(memoryview(tampered), EA, pair.now)  # not authentic: refused
+    assert all(pair.b.datapath.receive(part, EA, pair.now) for part in parts)
+    buffer[:] = bytes(len(buffer))  # the next read reuses the buffer
+    assert [payload for _, payload in collector.got] == payloads

@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from overlay.driver import RECEIVE_BUFFER, open_udp_socket
 from overlay.udpopts import (
     UDP_MAX_GSO_BYTES,
     UDP_MAX_SEGMENTS,
@@ -136,6 +137,37 @@ def test_one_gso_send_carries_at_most_65507_bytes(netlab: Lab) -> None:
         for i, j in gso_runs([len(d) for d in datagrams]):
             send_segments(tx, datagrams[i:j], 1472)
         assert drain(rx, 46) == datagrams
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_nodes_socket_queues_a_bounded_burst_and_drops_the_rest(netlab: Lab) -> None:
+    """The receive buffer is the tunnel's queue when the node falls behind (phase 4 of
+    docs/dataplane.md): a burst far larger than it is dropped by the kernel, not held for later."""
+    na, nb = netlab.netns("ua"), netlab.netns("ub")
+    netlab.veth(na, "u0", nb, "u1", mtu=1500)
+    netlab.addr(na, "u0", f"{A}/24")
+    netlab.addr(nb, "u1", f"{B}/24")
+    with in_netns(nb):
+        rx = open_udp_socket(B, 0)
+    with in_netns(na):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.bind((A, 0))
+    try:
+        tx.connect(rx.getsockname())
+        assert rx.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * RECEIVE_BUFFER
+        sent = 0
+        while sent < 16 * RECEIVE_BUFFER:  # nobody reads meanwhile
+            sent += tx.send(b"\x5a" * 1400)
+        got = 0
+        while True:
+            try:
+                got += len(rx.recv(65535))
+            except BlockingIOError:
+                break
+        assert 0 < got <= 2 * RECEIVE_BUFFER < sent
+        assert got <= 512 << 10  # ~8 ms at 0.5 Gbit/s: the queue the tunnel may add, at most
     finally:
         tx.close()
         rx.close()
