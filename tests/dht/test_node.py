@@ -9,7 +9,9 @@ import pytest
 
 from dht import DhtConfig, DhtNode, Failed, Kind, OpCompleted, Reason, sign_record
 from dht.codec import (
+    Held,
     Message,
+    PositionRecords,
     Role,
     RoleReply,
     Status,
@@ -202,3 +204,32 @@ def test_busy_when_too_many_operations_are_in_flight() -> None:
     event = node.next_event()
     assert isinstance(event, OpCompleted) and event.op_id == busy
     assert isinstance(event.result, Failed) and event.result.reason is Reason.BUSY
+
+
+def test_a_position_beyond_the_neighbourhood_is_not_passed_on_to_neighbours() -> None:
+    """A position outside the arc the neighbours span, where this node ranks among the three closest
+    of the nodes it knows: the neighbours are not its holders, so nothing is pushed to them (under
+    churn that spread positions along the ring); the node closest to it is asked instead, and its
+    "unneeded" lets the position go."""
+    node, router = make_node()
+    me = node.address
+    left = (Address((me - 1000) % RING), Address((me - 2000) % RING))
+    right = (Address((me + 1000) % RING), Address((me + 2000) % RING))
+    node.handle_neighbours(NeighboursChanged(left, right), 0.0)
+    node.handle_timer(CONFIG.sync_timeout_s)
+    router.take()
+    key = next(
+        k for i in range(10_000) if RING // 8 < clockwise(me, key_address(k := b"far%d" % i, 0)) < RING // 4
+    )
+    pos = key_address(key, 0)
+    assert node.replicator.view.desired(pos) == [right[1], right[0], me]  # ranked, yet beyond the view
+    assert not node.replicator.view.in_span(pos)
+    record = sign_record(WRITER, Kind.PUT, key, b"v", ttl=600, seq=1)
+    deliver(node, left[0], Store(9, 0, 0, 1, (PositionRecords(key, 0, (Held(record, 600),)),)), 3.0)
+    sent = router.take()
+    assert pos in node.store
+    assert not [d for d, m, exact in sent if isinstance(m, Store) and exact], "pushed to a neighbour"
+    (role,) = [(d, m, exact) for d, m, exact in sent if isinstance(m, Role)]
+    assert role[0] == pos and not role[2]
+    deliver(node, Address((pos + 5) % RING), RoleReply(role[1].req_id, Verdict.UNNEEDED), 3.1)
+    assert pos not in node.store
