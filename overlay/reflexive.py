@@ -19,7 +19,6 @@ from typing import Any
 
 from nat import MappingBehaviour, NatObserver, NatProfile, endpoints, format_endpoint, gather
 
-from .address import short
 from .events import Endpoint
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,9 @@ class Reflexive:
         if endpoint is None or peer_endpoint is None:
             return
         self._now = now
-        for change in self.observer.observe(peer_endpoint, endpoint, now, peer=short(peer)):
+        # No per-observation label (``peer=``): nothing reads it, and a string for each of a node's
+        # tens of observers is memory the simulator multiplies by N; the peer's endpoint names it.
+        for change in self.observer.observe(peer_endpoint, endpoint, now):
             log.info(
                 "%s public endpoint %s -> %s (%s)", self.log_prefix, change.old, change.new, change.reason
             )
