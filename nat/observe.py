@@ -262,13 +262,21 @@ class NatObserver:
 
     def _expire(self, now: float) -> bool:
         """Forget observations older than the maximum age; whether any went."""
+        # Every observation is (re-)inserted at the end with the then current time, so the dict is in
+        # time order and the stale ones are at its front: the walk stops at the first fresh one
+        # (it ran over every observation on every keepalive, a tenth of a simulated node's time).
         horizon = now - self._max_age
-        stale = [k for k, o in self._obs.items() if o.at < horizon]
-        for key in stale:
-            del self._obs[key]
+        obs = self._obs
+        stale = False
+        while obs:
+            key = next(iter(obs))
+            if obs[key].at >= horizon:
+                break
+            del obs[key]
+            stale = True
         if stale:
             self._mapping = None
-        return bool(stale)
+        return stale
 
     def _update_best(self, now: float, reason: str, force: bool = False) -> list[PublicEndpointChanged]:
         public = self.public_endpoints(now)
