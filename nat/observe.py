@@ -141,6 +141,9 @@ class NatObserver:
         """``classify_mapping`` of the current observations, until they change (None: not known).
         It depends only on which destination saw which endpoint, not on when: a keepalive that
         refreshes an observation with the same endpoint leaves it as it is."""
+        self.revision = 0
+        """Bumped whenever what :meth:`profile` says may have changed; a caller that derives something
+        from the profile (the overlay's candidate list) keeps it while the revision stays."""
         self.changed_at: float | None = None
         self.rejected = 0
 
@@ -168,10 +171,15 @@ class NatObserver:
             # that the fresher time now breaks).
             del self._obs[peer_endpoint]
             self._obs[peer_endpoint] = Observation(peer_endpoint, reflexive, now, peer)
-            if reflexive != self._best and (self._best is None or not self._dependent(now)):
+            dependent = self._dependent(now)
+            if dependent or any(o.reflexive != reflexive for o in self._obs.values()):
+                # With more than one public endpoint, a fresher time may reorder them.
+                self.revision += 1
+            if reflexive != self._best and (self._best is None or not dependent):
                 events.extend(self._update_best(now, "learned"))
             return events
         self._mapping = None
+        self.revision += 1
         if previous is not None and previous.reflexive != reflexive:
             log.info(
                 "peer %s now sees us at %s (was %s): mapping changed",
@@ -210,6 +218,7 @@ class NatObserver:
         self._local = new_local
         self._obs.clear()
         self._mapping = None
+        self.revision += 1
         self._filtering = FilteringBehaviour.UNKNOWN
         self.changed_at = now
         return self._update_best(now, "local-changed", force=True)
@@ -218,6 +227,7 @@ class NatObserver:
         """The outcome of filtering probes (see :func:`nat.classify_filtering`)."""
         if behaviour is not self._filtering:
             log.info("NAT filtering: %s", behaviour.value)
+            self.revision += 1
         self._filtering = behaviour
 
     def observations(self, now: float) -> list[Observation]:
@@ -276,6 +286,7 @@ class NatObserver:
             stale = True
         if stale:
             self._mapping = None
+            self.revision += 1
         return stale
 
     def _update_best(self, now: float, reason: str, force: bool = False) -> list[PublicEndpointChanged]:
