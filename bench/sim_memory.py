@@ -49,8 +49,12 @@ def main() -> None:
     mass = n - len(seeds)
     window = max(1.0, n / 1000)
     start = cluster.now
+
+    def join() -> None:
+        cluster.add_node()
+
     for i in range(mass):
-        cluster.scheduler.call_at(start + window * i / max(1, mass), cluster.add_node)
+        cluster.scheduler.call_at(start + window * i / max(1, mass), join)
     cluster.scheduler.run_for(window)
     converged = cluster.run_until_consistent(600.0)
     print(f"converged after {converged} s of simulated time")
