@@ -137,6 +137,13 @@ class NatObserver:
         self._obs: dict[Endpoint, Observation] = {}
         self._filtering = FilteringBehaviour.UNKNOWN
         self._best: Endpoint | None = None
+        self._mapping: MappingBehaviour | None = None
+        """``classify_mapping`` of the current observations, until they change (None: not known).
+        It depends only on which destination saw which endpoint, not on when: a keepalive that
+        refreshes an observation with the same endpoint leaves it as it is."""
+        self.revision = 0
+        """Bumped whenever what :meth:`profile` says may have changed; a caller that derives something
+        from the profile (the overlay's candidate list) keeps it while the revision stays."""
         self.changed_at: float | None = None
         self.rejected = 0
 
@@ -155,9 +162,24 @@ class NatObserver:
             self.rejected += 1
             log.debug("ignoring malformed observation %r by %r", reflexive, peer_endpoint)
             return []
-        self._expire(now)
+        expired = self._expire(now)
         events: list[PublicEndpointChanged] = []
         previous = self._obs.get(peer_endpoint)
+        if previous is not None and previous.reflexive == reflexive and not expired:
+            # The common case, a live link's keepalive: only the time changes, so the mapping is the
+            # same, and the best endpoint can change only if another one was best (a tie in support
+            # that the fresher time now breaks).
+            del self._obs[peer_endpoint]
+            self._obs[peer_endpoint] = Observation(peer_endpoint, reflexive, now, peer)
+            dependent = self._dependent(now)
+            if dependent or any(o.reflexive != reflexive for o in self._obs.values()):
+                # With more than one public endpoint, a fresher time may reorder them.
+                self.revision += 1
+            if reflexive != self._best and (self._best is None or not dependent):
+                events.extend(self._update_best(now, "learned"))
+            return events
+        self._mapping = None
+        self.revision += 1
         if previous is not None and previous.reflexive != reflexive:
             log.info(
                 "peer %s now sees us at %s (was %s): mapping changed",
@@ -175,13 +197,16 @@ class NatObserver:
         self._obs[peer_endpoint] = Observation(peer_endpoint, reflexive, now, peer)
         while len(self._obs) > self._max:
             del self._obs[next(iter(self._obs))]  # oldest first: dicts keep insertion order
-        dependent = self.mapping(now) in (
+        if self._best is None or not self._dependent(now):
+            # Under APDM every new destination has its own endpoint.
+            events.extend(self._update_best(now, "learned"))
+        return events
+
+    def _dependent(self, now: float) -> bool:
+        return self.mapping(now) in (
             MappingBehaviour.ADDRESS_DEPENDENT,
             MappingBehaviour.ADDRESS_AND_PORT_DEPENDENT,
         )
-        if self._best is None or not dependent:  # under APDM every new destination has its own endpoint
-            events.extend(self._update_best(now, "learned"))
-        return events
 
     def set_local(self, local: Sequence[Endpoint], now: float) -> list[PublicEndpointChanged]:
         """Our socket's host endpoints changed (new interface address, rebound socket): everything
@@ -192,6 +217,8 @@ class NatObserver:
         log.info("local endpoints changed %s -> %s", self._local, new_local)
         self._local = new_local
         self._obs.clear()
+        self._mapping = None
+        self.revision += 1
         self._filtering = FilteringBehaviour.UNKNOWN
         self.changed_at = now
         return self._update_best(now, "local-changed", force=True)
@@ -200,6 +227,7 @@ class NatObserver:
         """The outcome of filtering probes (see :func:`nat.classify_filtering`)."""
         if behaviour is not self._filtering:
             log.info("NAT filtering: %s", behaviour.value)
+            self.revision += 1
         self._filtering = behaviour
 
     def observations(self, now: float) -> list[Observation]:
@@ -216,7 +244,10 @@ class NatObserver:
         return tuple(sorted(support, key=lambda r: (-support[r], -last_seen[r])))
 
     def mapping(self, now: float) -> MappingBehaviour:
-        return classify_mapping(self.observations(now), self._local)
+        self._expire(now)
+        if self._mapping is None:
+            self._mapping = classify_mapping(self._obs.values(), self._local)
+        return self._mapping
 
     def profile(self, now: float) -> NatProfile:
         obs = self.observations(now)
@@ -239,10 +270,24 @@ class NatObserver:
             changed_at=self.changed_at,
         )
 
-    def _expire(self, now: float) -> None:
+    def _expire(self, now: float) -> bool:
+        """Forget observations older than the maximum age; whether any went."""
+        # Every observation is (re-)inserted at the end with the then current time, so the dict is in
+        # time order and the stale ones are at its front: the walk stops at the first fresh one
+        # (it ran over every observation on every keepalive, a tenth of a simulated node's time).
         horizon = now - self._max_age
-        for key in [k for k, o in self._obs.items() if o.at < horizon]:
-            del self._obs[key]
+        obs = self._obs
+        stale = False
+        while obs:
+            key = next(iter(obs))
+            if obs[key].at >= horizon:
+                break
+            del obs[key]
+            stale = True
+        if stale:
+            self._mapping = None
+            self.revision += 1
+        return stale
 
     def _update_best(self, now: float, reason: str, force: bool = False) -> list[PublicEndpointChanged]:
         public = self.public_endpoints(now)

@@ -27,7 +27,6 @@ from nat import (
     gather,
 )
 
-from .address import short
 from .events import Endpoint
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,9 @@ class Reflexive:
         self.log_prefix = log_prefix
         self._now = 0.0
         self._cached: tuple[Endpoint, ...] | None = None
+        self._cached_revision = -1
+        """The observer's revision that ``_cached`` was ranked from: a keepalive that changes nothing
+        the ranking reads keeps it (re-ranking on every Pong was 7 % of a mass join's time)."""
         self.stun_filtering: str | None = None
 
     def observed(
@@ -58,11 +60,12 @@ class Reflexive:
         if endpoint is None or peer_endpoint is None:
             return
         self._now = now
-        for change in self.observer.observe(peer_endpoint, endpoint, now, peer=short(peer)):
+        # No per-observation label (``peer=``): nothing reads it, and a string for each of a node's
+        # tens of observers is memory the simulator multiplies by N; the peer's endpoint names it.
+        for change in self.observer.observe(peer_endpoint, endpoint, now):
             log.info(
                 "%s public endpoint %s -> %s (%s)", self.log_prefix, change.old, change.new, change.reason
             )
-        self._cached = None
 
     def stun_observed(self, server: Endpoint, mapped: Endpoint, now: float) -> None:
         """A STUN server at ``server`` sees us at ``mapped``: an observation like a peer's."""
@@ -89,7 +92,9 @@ class Reflexive:
 
     def candidates(self) -> tuple[Endpoint, ...]:
         """Host endpoints, then reflexive ones (a few only behind a dependent mapping), then predicted."""
-        if self._cached is None:
+        self.observer.mapping(self._now)  # expires what is too old first, which bumps the revision
+        if self._cached is None or self._cached_revision != self.observer.revision:
+            self._cached_revision = self.observer.revision
             profile = self.profile()
             public = profile.public
             if profile.mapping in (

@@ -23,9 +23,13 @@ if TYPE_CHECKING:
     from .connector import Connector
     from .node import OverlayNode
 
-MAX_INFORMANTS = 256
-"""Nodes whose informant is remembered: far more than the nodes a node ever wants to link to from
-hearsay (its near candidates), and a bound whatever neighbour lists say."""
+MAX_INFORMANTS = 40
+"""Nodes whose informant is remembered, the most recently named: more than the nodes a node keeps as
+hearsay to link to (``maintenance.KNOWN_MAX``), and a bound whatever neighbour lists say. (A dict of up
+to 42 entries takes 2.3 KB, one of 43 to 85 twice that.)
+It was 256, which made this dict and its keys the biggest single item of a simulated node (16 KB of
+~80 KB at N = 300, docs/simscale.md); a target whose informant was forgotten is still reached by
+greedy routing, as before informants existed."""
 
 
 class Signalling:

@@ -55,6 +55,7 @@ class Link:
         "last_tx",
         "my_roles",
         "next_check",
+        "next_wake",
         "peer",
         "peer_roles",
         "probe_nonce",
@@ -83,6 +84,9 @@ class Link:
         self.probe_tries = 0
         self.candidates: tuple[Endpoint, ...] = ()
         self.next_check = 0.0
+        self.next_wake: float | None = None
+        """When the node's timer heap holds an entry for this link that will wake ``Liveness.check``
+        (the earliest, if several), or None (see ``Liveness._arm``)."""
         self.unused_since: float | None = None
 
     @property

@@ -23,7 +23,6 @@ service messages (connect-to-me, route errors) are msgpack lists whose first ele
 from __future__ import annotations
 
 import struct
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,9 +236,29 @@ def _endpoint(value: Any) -> Endpoint:
         or not 0 < len(value[0]) <= 64
     ):
         raise WireError("bad endpoint")
-    # Interned: the same few thousand peer IPs arrive in every neighbour list, and each decoded copy
-    # would otherwise live on in the node's tables (a quarter of a node's memory in the simulator).
-    return sys.intern(value[0]), _int(value[1], 0, 65535)
+    # Shared (see ``_shared``): the same few thousand peer endpoints arrive in every neighbour list.
+    endpoint: Endpoint = _shared((value[0], _int(value[1], 0, 65535)))
+    return endpoint
+
+
+SHARED_MAX = 32768
+"""Distinct decoded values of one kind (addresses, endpoints, candidate lists) kept for sharing."""
+
+_shared_values: dict[Any, Any] = {}
+
+
+def _shared(value: Any) -> Any:
+    """One object for equal values decoded from the wire: the same few thousand peer addresses and
+    endpoints arrive in every neighbour list, Hello and Pong, and each decoded copy would otherwise live
+    on in a node's tables (link candidates, hearsay, informants). In a simulator of N nodes in one
+    process this sharing saved ~10 KB per node (docs/simscale.md); in a real node it costs a bounded
+    dict. Oldest first out when full, so hostile input can only make sharing less effective."""
+    got = _shared_values.get(value)
+    if got is None:
+        if len(_shared_values) >= SHARED_MAX:
+            del _shared_values[next(iter(_shared_values))]
+        _shared_values[value] = got = value
+    return got
 
 
 def _opt_endpoint(value: Any) -> Endpoint | None:
@@ -249,13 +268,15 @@ def _opt_endpoint(value: Any) -> Endpoint | None:
 def _endpoint_list(value: Any) -> tuple[Endpoint, ...]:
     if not isinstance(value, list) or len(value) > MAX_CANDIDATES:
         raise WireError("bad endpoint list")
-    return tuple(_endpoint(v) for v in value)
+    endpoints: tuple[Endpoint, ...] = _shared(tuple(_endpoint(v) for v in value))
+    return endpoints
 
 
 def _address(value: Any) -> Address:
     if not isinstance(value, bytes) or len(value) != ADDRESS_BYTES:
         raise WireError("bad address")
-    return Address(int.from_bytes(value, "big"))
+    address: Address = _shared(Address(int.from_bytes(value, "big")))
+    return address
 
 
 def _neighbour_list(value: Any) -> tuple[Neighbour, ...]:

@@ -243,7 +243,7 @@ def test_simulate_prints_one_json_object_with_the_promised_fields(capsys: pytest
     fields = (
         "nodes seed ring_consistent hops_mean hops_p50 hops_p99 hops_max route_failures join_s_p50"
         " join_s_p99 converge_s maint_msgs_per_node_s maint_bytes_per_node_s mem_bytes_per_node sim_speed"
-        " wall_s"
+        " sim_speed_cpu wall_s"
     )
     for field in fields.split():
         assert field in result, field

@@ -218,3 +218,28 @@ def test_malformed_observations_from_peers_are_counted_not_raised() -> None:
     assert o.observe(("198.51.100.10", 1), ("not an address", 5), 0.0) == []
     assert o.observe(("198.51.100.10", 1), ("203.0.113.2", 70000), 0.0) == []
     assert o.rejected == 2 and o.observations(0.0) == []
+
+
+def test_keepalive_with_the_same_endpoint_keeps_the_revision_and_mapping() -> None:
+    """A refreshed observation that changes nothing the profile reads leaves ``revision`` alone (the
+    overlay keeps its ranked candidates); a new endpoint, a remap or an expiry bumps it."""
+    o = NatObserver(LOCAL, max_age_s=100.0)
+    o.observe(("198.51.100.1", 5800), ("203.0.113.2", 40000), 1.0)
+    o.observe(("198.51.100.9", 5800), ("203.0.113.2", 40000), 2.0)
+    assert o.mapping(2.0) is MappingBehaviour.ENDPOINT_INDEPENDENT
+    rev = o.revision
+    for t in (3.0, 4.0, 5.0):
+        assert o.observe(("198.51.100.1", 5800), ("203.0.113.2", 40000), t) == []
+    assert o.revision == rev
+    assert o.mapping(5.0) is MappingBehaviour.ENDPOINT_INDEPENDENT
+    assert o.public_endpoints(5.0) == (("203.0.113.2", 40000),)
+    o.observe(("198.51.100.20", 5800), ("203.0.113.2", 40001), 6.0)
+    assert o.revision > rev
+    rev = o.revision
+    # The observation from 198.51.100.9 (t=2) is the oldest: it expires first, and that counts.
+    o.observe(("198.51.100.1", 5800), ("203.0.113.2", 40000), 103.0)
+    assert o.revision > rev
+    assert [ob.peer_endpoint for ob in o.observations(103.0)] == [
+        ("198.51.100.20", 5800),
+        ("198.51.100.1", 5800),
+    ]

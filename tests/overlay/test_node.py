@@ -172,3 +172,23 @@ def test_random_and_mutated_datagrams_are_dropped_and_counted_never_raised() -> 
     members[2].host.poke()
     cluster.scheduler.run_for(30.0)
     assert cluster.ring_consistent()
+
+
+def test_re_arming_a_link_check_adds_no_heap_entry_and_the_check_still_runs_when_due() -> None:
+    """Liveness keeps about one timer entry per link: re-arming a link to a later time leaves the
+    pending (earlier) entry in place, and when that one fires the check re-arms for the new time. The
+    check then runs when due: a link kept silent past its interval is pinged."""
+    cluster = small(4, 6)
+    member = cluster.live()[0]
+    node = member.node
+    link = next(iter(node.table))
+    before = len(node._timers)
+    now = cluster.now
+    for i in range(1, 101):
+        node.liveness._arm(link, now + 0.5 + i * 0.01)
+    assert len(node._timers) <= before + 1
+    due = link.next_check
+    # Silence from the peer from now on: the check at ``due`` must find the link idle and ping it.
+    cluster.network.partition([[member.host.endpoint[0]]])
+    cluster.scheduler.run_until(due + node.config.keepalive_s + 1.0)
+    assert link.probe_tries >= 1 or node.table.get(link.peer) is None

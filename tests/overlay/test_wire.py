@@ -121,3 +121,28 @@ def test_oversized_and_wrong_shapes_refused() -> None:
         decode_control(encode_control(Ping(1))[1:] + b"\x00")  # trailing bytes
     with pytest.raises(WireError):
         decode_routed(b"\x03\x04\x00\x00" + bytes(40))  # VIA flag without a via address
+
+
+def test_decoded_addresses_and_endpoints_are_shared_and_the_sharing_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Equal values decoded from two messages are one object (the simulator's memory depends on it);
+    the sharing dict never grows past its bound, whatever arrives."""
+    from overlay import wire
+
+    entries = (Neighbour(Address(12345 << 100), (("11.0.0.7", 5800), ("192.168.1.2", 5800))),)
+    body = encode_control(Neighbours(entries))[1:]
+    a, b = decode_control(body), decode_control(body)
+    assert isinstance(a, Neighbours) and isinstance(b, Neighbours)
+    assert a == b
+    assert a.entries[0].address is b.entries[0].address
+    assert a.entries[0].candidates is b.entries[0].candidates
+    assert a.entries[0].candidates[0] is b.entries[0].candidates[0]
+
+    monkeypatch.setattr(wire, "SHARED_MAX", 8)
+    monkeypatch.setattr(wire, "_shared_values", {})
+    for i in range(50):
+        ep = (f"10.0.0.{i}", 1000 + i)
+        got = decode_control(encode_control(Neighbours((Neighbour(Address(i + 1), (ep,)),)))[1:])
+        assert isinstance(got, Neighbours) and got.entries[0].candidates == (ep,)
+        assert len(wire._shared_values) <= 8
