@@ -28,6 +28,11 @@ MAX_INFORMANTS = 256
 hearsay (its near candidates), and a bound whatever neighbour lists say."""
 
 
+MAX_READVERTISE = 3
+"""A connect-to-me is sent again with fresh candidates only while it has been sent at most this often:
+candidates that keep changing (a flapping NAT) must not hold the punch back for ever."""
+
+
 class Signalling:
     """Connect-to-me messages of one node, sent and received (see the module docstring)."""
 
@@ -58,7 +63,9 @@ class Signalling:
                 attempt.via = informant
                 if attempt.reply_via is None:
                     attempt.reply_via = informant
-        msg = Connect(attempt.token, attempt.role, self.connector.candidates(), attempt.reply_via)
+        candidates = self.connector.candidates()
+        attempt.advertised = frozenset(candidates)
+        msg = Connect(attempt.token, attempt.role, candidates, attempt.reply_via)
         self.node.send_overlay(
             attempt.target, msg, now, exact=attempt.exact, exclude_src=not attempt.exact, via=attempt.via
         )
@@ -76,11 +83,29 @@ class Signalling:
         if src == node.address:
             return
         node.maintenance.learn((Neighbour(src, msg.candidates),), now)
-        reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
-        node.send_overlay(src, reply, now, via=msg.reply_via)
         link = node.table.get(src)
         if msg.candidates and (link is None or not link.direct):
+            # Before the reply (causal order): our pre-punch leaves before the requester can learn
+            # where to probe, so its probes never reach our router ahead of our own mapping.
             c.punch.start(msg.token, src, msg.candidates, now, hold_s=c.punch.hold_for(hops))
+        reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
+        node.send_overlay(src, reply, now, via=msg.reply_via)
+
+    def _advertise_again(self, attempt: Attempt, now: float) -> bool:
+        """Our candidates changed since the connect-to-me left (typically: we learned our public
+        endpoint meanwhile, as nodes do while they join). The peer pre-punched only towards what we
+        advertised, so our probes from the new endpoint would reach its router before any mapping of
+        its own: on a router whose stack accepts unsolicited input that leaves a conntrack entry that
+        takes the peer's port (the NAT lab's clash, seen in the NAT grid: both ends remapped, relayed).
+        So the connect-to-me goes again under the same token with the current candidates; the peer
+        pre-punches the new ones and answers again, and only that answer starts our probes."""
+        if attempt.retries > MAX_READVERTISE or frozenset(self.connector.candidates()) <= attempt.advertised:
+            return False
+        self.node.counters["connect_readvertised"] += 1
+        self.send_connect(attempt, now)
+        attempt.next_send = now + RETRANSMIT_S
+        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+        return True
 
     def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
         node, c = self.node, self.connector
@@ -102,6 +127,8 @@ class Signalling:
         elif attempt.peer != src:
             return
         attempt.neighbours = msg.neighbours
+        if self._advertise_again(attempt, now):
+            return
         attempt.punch_started = now
         # The time the connect-to-me took to find the peer is not the link set-up's to lose.
         attempt.deadline = max(attempt.deadline, now + node.config.handshake_timeout_s)
