@@ -90,6 +90,7 @@ class Signalling:
             c.punch.start(msg.token, src, msg.candidates, now, hold_s=c.punch.hold_for(hops))
         reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
         node.send_overlay(src, reply, now, via=msg.reply_via)
+        c.punch.answered(msg.token, reply.candidates, msg.reply_via)
 
     def _advertise_again(self, attempt: Attempt, now: float) -> bool:
         """Our candidates changed since the connect-to-me left (typically: we learned our public
@@ -107,11 +108,36 @@ class Signalling:
         self.node.set_timer(attempt.next_send, "attempt", attempt.id)
         return True
 
+    def candidates_changed(self, now: float) -> None:
+        """Our candidates changed (a peer showed us our public endpoint, typically just after joining)
+        while punches are under way that advertised the old ones. A port-restricted NAT on the other
+        side admits only endpoints its own side sent to, and the peer sends only to what we advertised:
+        without the new candidates both sides' probes die at the other's router (the NAT grid's
+        port x port pairs relayed after a join). So each such punch hears of them: a requester's
+        connect-to-me goes again under its token (the peer pre-punches the new endpoints and answers),
+        and a responder's answer goes again (the requester adds them to its session)."""
+        node, c = self.node, self.connector
+        candidates = c.candidates()
+        current = frozenset(candidates)
+        for attempt in list(c.attempts.values()):
+            stale = attempt.state == PUNCH and bool(attempt.token) and not current <= attempt.advertised
+            if stale and attempt.target is not None and attempt.retries <= MAX_READVERTISE:
+                node.counters["connect_readvertised"] += 1
+                self.send_connect(attempt, now)
+                attempt.next_send = attempt.deadline
+        for token, peer, reply_via in c.punch.responding(candidates):
+            node.counters["connect_reply_readvertised"] += 1
+            reply = ConnectReply(token, candidates, c.relays.reply_neighbours())
+            node.send_overlay(peer, reply, now, via=reply_via)
+
     def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
         node, c = self.node, self.connector
         attempt = c.by_token.get(msg.token)
         self.heard_of(src, msg.neighbours)
         node.maintenance.learn((*msg.neighbours, Neighbour(src, msg.candidates)), now)
+        if attempt is not None and attempt.state == PUNCH and attempt.peer == src:
+            c.punch.trickle(msg.token, msg.candidates, now)  # the peer's NAT became known meanwhile
+            return
         if attempt is None or attempt.state != CONNECT:
             return
         node.maintenance.connect_answered(attempt.id, now)

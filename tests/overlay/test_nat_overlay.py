@@ -13,6 +13,7 @@ import pytest
 
 from nat import NatType, assign_nat_types, blocked_pairs, pair_is_punchable
 from overlay import Cluster, Delivered, Member, Service
+from overlay.punching import CAUSAL_HOLD_S
 
 TYPES = ["public", "full", "addr", "port", "sym", "symr"]
 
@@ -178,3 +179,21 @@ def test_an_overlay_where_30_percent_of_pairs_cannot_link_directly_routes_everyt
     assert blocked_links > 50 and blocked_direct <= 0.02 * blocked_links
     assert statistics.median(direct_times) <= 1.0
     assert any(m.nat_type == NatType.SYM for m in members)
+
+
+def test_a_responder_waits_for_the_requesters_probe_unless_its_own_mapping_is_dependent() -> None:
+    """Behind an endpoint-independent mapping the requester's probes reach the responder through the
+    mapping its pre-punch opened, so the responder's own probes are only a late fallback (a probe of
+    the requester ends the hold at once); behind a symmetric NAT the requester cannot reach it first,
+    so it probes after about the answer's one-way trip."""
+    cluster, a, b = two_sites("port", "port")
+    run_until(cluster, lambda: linked(a, b), 30)
+    assert not a.node.connector.reflexive.mapping_dependent()
+    assert a.node.connector.punch.hold_for(2) == CAUSAL_HOLD_S
+    # Two peers report b at two different public ports: what a symmetric NAT shows.
+    reflexive, now = b.node.connector.reflexive, cluster.now
+    reflexive.observed(1, ("198.51.100.20", 5800), ("12.0.0.9", 40001), now)
+    reflexive.observed(2, ("198.51.100.21", 5800), ("12.0.0.9", 40002), now)
+    reflexive.observed(3, ("198.51.100.22", 5800), ("12.0.0.9", 40003), now)
+    assert reflexive.mapping_dependent()
+    assert b.node.connector.punch.hold_for(2) < CAUSAL_HOLD_S
