@@ -31,6 +31,7 @@ class Attempt:
     """One effort to link to a peer (``connector`` says how it moves between its states)."""
 
     __slots__ = (
+        "advertised",
         "deadline",
         "exact",
         "handshake",
@@ -78,3 +79,5 @@ class Attempt:
         self.upgrade = False
         self.via: Address | None = None
         self.reply_via: Address | None = None
+        self.advertised: frozenset[Endpoint] = frozenset()
+        """The candidates our latest connect-to-me carried: the only endpoints the peer opens its NAT to."""

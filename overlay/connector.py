@@ -463,7 +463,10 @@ class Connector:
     # -- where this node can be reached ---------------------------------------------------------------
 
     def observed(self, link: Link, endpoint: Endpoint | None, now: float) -> None:
+        before = self.reflexive.candidates()
         self.reflexive.observed(link.peer, link.endpoint, endpoint, now)
+        if self.reflexive.candidates() != before:
+            self.signalling.candidates_changed(now)
 
     def candidates(self) -> tuple[Endpoint, ...]:
         return self.reflexive.candidates()

@@ -65,12 +65,27 @@ MAX_HOLD_S = 1.0
 MIN_HOLD_S = 0.03
 """Even one hop away the answer needs a moment; the lab's 25 ms skew test sits just under this."""
 
+CAUSAL_HOLD_S = 1.0
+"""A responder behind an endpoint-independent mapping sends its own full probes only this long after
+its answer unless a probe of the requester arrived first (see ``hold_for``)."""
+
 PunchResult = Callable[[int, PunchEvent, float], None]
 """The connector's callback for the requester's sessions: (attempt id, event, now)."""
 
 
 class _Punch:
-    __slots__ = ("attempt", "peer", "quiet", "seq", "session", "token", "until", "wake")
+    __slots__ = (
+        "advertised",
+        "attempt",
+        "peer",
+        "quiet",
+        "reply_via",
+        "seq",
+        "session",
+        "token",
+        "until",
+        "wake",
+    )
 
     def __init__(self, token: int, peer: Address | None, session: PunchSession, attempt: int | None) -> None:
         self.token = token
@@ -83,6 +98,10 @@ class _Punch:
         """When this session next needs the timer (cached: asking a session is not free)."""
         self.quiet = False
         """No more probes of our own (the attempt is over); probes of the peer are still answered."""
+        self.advertised: frozenset[Endpoint] = frozenset()
+        """A responder's: the candidates its latest answer carried (see ``responding``)."""
+        self.reply_via: Address | None = None
+        """A responder's: where its answers go first (the connect-to-me's ``reply_via``)."""
 
 
 class Puncher:
@@ -102,8 +121,19 @@ class Puncher:
         return PunchConfig(prepunch_ttl=ttl, timeout_s=self.node.config.punch_timeout_s)
 
     def hold_for(self, hops: int) -> float:
-        """How long a responder holds its full probes: the answer's one-way trip over ``hops`` overlay
-        hops, each taken as 3/4 of the median RTT of our direct links (half an RTT, plus margin)."""
+        """How long a responder holds its full probes. Behind an endpoint-independent mapping (or one
+        not yet known) the requester's probes reach us through the mapping our pre-punch opened, and
+        their arrival ends the hold: the order is then causal (our pre-punch, our answer, the
+        requester's pre-punch, its probes, our answers), so our own probes wait ``CAUSAL_HOLD_S`` as a
+        fallback only. The NAT grid showed why: under load a responder's probes sent after a hold of
+        a few tens of ms reached an accept router before the requester had the answer, took its port,
+        and Linux then moved *every* later flow of that host to the new port (its NAT reuses a host's
+        existing mapping), so one early probe broke the host's other punches too. Behind a dependent
+        mapping the requester cannot reach us first (our advertised port is not the one it must
+        use), so we probe after the answer's one-way trip over ``hops`` overlay hops, each taken as
+        3/4 of the median RTT of our direct links (half an RTT, plus margin)."""
+        if not self.node.connector.reflexive.mapping_dependent():
+            return CAUSAL_HOLD_S
         rtts = sorted(link.srtt for link in self.node.table if link.direct and link.srtt is not None)
         per_hop = 0.75 * rtts[len(rtts) // 2] if rtts else HOLD_PER_HOP_S
         return min(MAX_HOLD_S, max(MIN_HOLD_S, max(1, hops) * per_hop))
@@ -147,6 +177,39 @@ class Puncher:
         packet = encode_probe(PunchProbe(ProbeKind.PROBE, token, 0), self.node.security.netkey)
         for endpoint in self._usable(remote):
             self.node.transmit(packet, endpoint, now, ttl=PREPUNCH_TTL)
+
+    def trickle(self, token: int, remote: Sequence[Endpoint], now: float) -> bool:
+        """More candidates of the peer for a session still probing (pre-punched first); False if none."""
+        punch = self._active.get(token)
+        if punch is None or punch.quiet or punch.session.state is not PunchState.PUNCHING:
+            return False
+        punch.session.add_remote(self._usable(remote), now)
+        self._flush(punch, now)
+        return True
+
+    def answered(self, token: int, candidates: Sequence[Endpoint], reply_via: Address | None) -> None:
+        """A responder's session answered its connect-to-me with ``candidates``."""
+        punch = self._active.get(token)
+        if punch is not None and punch.attempt is None:
+            punch.advertised, punch.reply_via = frozenset(candidates), reply_via
+
+    def responding(self, candidates: Sequence[Endpoint]) -> list[tuple[int, Address, Address | None]]:
+        """Responder sessions still probing whose answer lacks some of ``candidates``: (token, peer,
+        reply_via) of each, which get the answer again (our NAT became known meanwhile)."""
+        current = frozenset(candidates)
+        out = []
+        for p in self._active.values():
+            stale = bool(p.advertised) and not current <= p.advertised
+            if (
+                stale
+                and p.attempt is None
+                and p.peer is not None
+                and not p.quiet
+                and p.session.state is PunchState.PUNCHING
+            ):
+                p.advertised = current
+                out.append((p.token, p.peer, p.reply_via))
+        return out
 
     def punching(self, peer: int) -> bool:
         """A session towards ``peer`` is still probing (its connect-to-me to us is under way)."""

@@ -90,6 +90,14 @@ class Reflexive:
         """Unless peers see our socket at its own address: a pre-punch is worth sending."""
         return self.observer.mapping(self._now) is not MappingBehaviour.NONE
 
+    def mapping_dependent(self) -> bool:
+        """Peers see us at a different public port per destination (a symmetric NAT), as far as we
+        know: then our advertised endpoint is not where the peer's probes must go (see ``punching``)."""
+        return self.observer.mapping(self._now) in (
+            MappingBehaviour.ADDRESS_DEPENDENT,
+            MappingBehaviour.ADDRESS_AND_PORT_DEPENDENT,
+        )
+
     def candidates(self) -> tuple[Endpoint, ...]:
         """Host endpoints, then reflexive ones (a few only behind a dependent mapping), then predicted."""
         self.observer.mapping(self._now)  # expires what is too old first, which bumps the revision

@@ -32,6 +32,11 @@ It was 256, which made this dict and its keys the biggest single item of a simul
 greedy routing, as before informants existed."""
 
 
+MAX_READVERTISE = 3
+"""A connect-to-me is sent again with fresh candidates only while it has been sent at most this often:
+candidates that keep changing (a flapping NAT) must not hold the punch back for ever."""
+
+
 class Signalling:
     """Connect-to-me messages of one node, sent and received (see the module docstring)."""
 
@@ -62,7 +67,9 @@ class Signalling:
                 attempt.via = informant
                 if attempt.reply_via is None:
                     attempt.reply_via = informant
-        msg = Connect(attempt.token, attempt.role, self.connector.candidates(), attempt.reply_via)
+        candidates = self.connector.candidates()
+        attempt.advertised = frozenset(candidates)
+        msg = Connect(attempt.token, attempt.role, candidates, attempt.reply_via)
         self.node.send_overlay(
             attempt.target, msg, now, exact=attempt.exact, exclude_src=not attempt.exact, via=attempt.via
         )
@@ -80,17 +87,61 @@ class Signalling:
         if src == node.address:
             return
         node.maintenance.learn((Neighbour(src, msg.candidates),), now)
-        reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
-        node.send_overlay(src, reply, now, via=msg.reply_via)
         link = node.table.get(src)
         if msg.candidates and (link is None or not link.direct):
+            # Before the reply (causal order): our pre-punch leaves before the requester can learn
+            # where to probe, so its probes never reach our router ahead of our own mapping.
             c.punch.start(msg.token, src, msg.candidates, now, hold_s=c.punch.hold_for(hops))
+        reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
+        node.send_overlay(src, reply, now, via=msg.reply_via)
+        c.punch.answered(msg.token, reply.candidates, msg.reply_via)
+
+    def _advertise_again(self, attempt: Attempt, now: float) -> bool:
+        """Our candidates changed since the connect-to-me left (typically: we learned our public
+        endpoint meanwhile, as nodes do while they join). The peer pre-punched only towards what we
+        advertised, so our probes from the new endpoint would reach its router before any mapping of
+        its own: on a router whose stack accepts unsolicited input that leaves a conntrack entry that
+        takes the peer's port (the NAT lab's clash, seen in the NAT grid: both ends remapped, relayed).
+        So the connect-to-me goes again under the same token with the current candidates; the peer
+        pre-punches the new ones and answers again, and only that answer starts our probes."""
+        if attempt.retries > MAX_READVERTISE or frozenset(self.connector.candidates()) <= attempt.advertised:
+            return False
+        self.node.counters["connect_readvertised"] += 1
+        self.send_connect(attempt, now)
+        attempt.next_send = now + RETRANSMIT_S
+        self.node.set_timer(attempt.next_send, "attempt", attempt.id)
+        return True
+
+    def candidates_changed(self, now: float) -> None:
+        """Our candidates changed (a peer showed us our public endpoint, typically just after joining)
+        while punches are under way that advertised the old ones. A port-restricted NAT on the other
+        side admits only endpoints its own side sent to, and the peer sends only to what we advertised:
+        without the new candidates both sides' probes die at the other's router (the NAT grid's
+        port x port pairs relayed after a join). So each such punch hears of them: a requester's
+        connect-to-me goes again under its token (the peer pre-punches the new endpoints and answers),
+        and a responder's answer goes again (the requester adds them to its session)."""
+        node, c = self.node, self.connector
+        candidates = c.candidates()
+        current = frozenset(candidates)
+        for attempt in list(c.attempts.values()):
+            stale = attempt.state == PUNCH and bool(attempt.token) and not current <= attempt.advertised
+            if stale and attempt.target is not None and attempt.retries <= MAX_READVERTISE:
+                node.counters["connect_readvertised"] += 1
+                self.send_connect(attempt, now)
+                attempt.next_send = attempt.deadline
+        for token, peer, reply_via in c.punch.responding(candidates):
+            node.counters["connect_reply_readvertised"] += 1
+            reply = ConnectReply(token, candidates, c.relays.reply_neighbours())
+            node.send_overlay(peer, reply, now, via=reply_via)
 
     def _on_connect_reply(self, src: Address, msg: ConnectReply, now: float) -> None:
         node, c = self.node, self.connector
         attempt = c.by_token.get(msg.token)
         self.heard_of(src, msg.neighbours)
         node.maintenance.learn((*msg.neighbours, Neighbour(src, msg.candidates)), now)
+        if attempt is not None and attempt.state == PUNCH and attempt.peer == src:
+            c.punch.trickle(msg.token, msg.candidates, now)  # the peer's NAT became known meanwhile
+            return
         if attempt is None or attempt.state != CONNECT:
             return
         node.maintenance.connect_answered(attempt.id, now)
@@ -106,6 +157,8 @@ class Signalling:
         elif attempt.peer != src:
             return
         attempt.neighbours = msg.neighbours
+        if self._advertise_again(attempt, now):
+            return
         attempt.punch_started = now
         # The time the connect-to-me took to find the peer is not the link set-up's to lose.
         attempt.deadline = max(attempt.deadline, now + node.config.handshake_timeout_s)

@@ -167,6 +167,18 @@ def test_conntrack_clash_deadlocks_without_prepunch_and_is_fixed_by_it() -> None
     assert direct(a, b)
 
 
+def test_a_hold_ended_by_the_peers_first_probe_survives_any_signalling_delay() -> None:
+    # The NAT grid under load: the answer reached A 0.5 s after B started. Any hold guessed from
+    # RTTs is too short then (B's probe takes A's port); a hold that only the requester's own probe
+    # ends (the overlay holds 1 s behind an endpoint-independent mapping) keeps the order causal.
+    a, b, net = punch_pair("port", "port", 3, router_input_accept=True, skew=0.5, hold_b=0.15)
+    assert not direct(a, b)
+    a, b, net = punch_pair("port", "port", 3, router_input_accept=True, skew=0.5, hold_b=1.0)
+    assert direct(a, b)
+    nat_a, nat_b = net.hosts["a"].nat, net.hosts["b"].nat
+    assert nat_a is not None and nat_b is not None and nat_a.remapped == nat_b.remapped == 0
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_twenty_percent_loss_still_punches(seed: int) -> None:
     a, b, _ = punch_pair("port", "port", seed, loss=0.2)
