@@ -58,8 +58,10 @@ FIGURES: dict[str, Any] = {}
 POLL_S = 0.5
 """Status polls start a CLI process each; on two cores, polling faster steals time from the nodes."""
 
-LINK_DEADLINE_S = 45.0
-"""For all pairs together: a relayed pair first waits out its punch and direct handshake."""
+LINK_DEADLINE_S = 100.0
+"""For all pairs together: a relayed pair first waits out its punch and direct handshake; a pair whose
+first punch met a stale conntrack entry goes direct at the tunnel's first direct retry, 40 s ± 10 % later
+(overlay.relay, docs/nat.md). The wait ends as soon as every pair is linked."""
 
 
 @dataclass
@@ -172,14 +174,16 @@ def as_expected(grid: Grid, a: str, b: str, link: dict[str, Any] | None) -> bool
 
 @pytest.fixture(scope="module")
 def pair_links(grid: Grid) -> dict[tuple[str, str], dict[str, Any] | None]:
-    """Every pair at once: a burst of pings from ``a`` to ``b`` (enough messages to one destination
-    open a shortcut link), then ``a``'s statuses polled until each pair is linked as expected or the
+    """Every pair at once: pings from ``a`` to ``b`` (enough messages to one destination open a
+    shortcut link) while ``a``'s statuses are polled until each pair is linked as expected or the
     deadline passes. Returns ``a``'s link to ``b`` at the end, for each pair's test to judge."""
     bursts: list[Process] = []
     for a, b in PAIRS:
         ip_b = grid.nodes[b].address()
         assert ip_b is not None
-        cmd = ["ping", "-n", "-q", "-c", "40", "-i", "0.05", "-W", "1", ip_b]
+        # Pings go on until the pair is linked (or the deadline), as a user would retry: a look-up of
+        # the address through a lossy site may fail once, and the kernel gives up on ARP after 3 s.
+        cmd = ["ping", "-n", "-q", "-i", "0.05", "-W", "1", "-w", str(int(LINK_DEADLINE_S)), ip_b]
         bursts.append(grid.natlab.lab.start(f"burst-{a}-{b}", cmd, ns=grid.nodes[a].ns))
     started = time.monotonic()
     found: dict[tuple[str, str], dict[str, Any] | None] = {pair: None for pair in PAIRS}
