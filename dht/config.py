@@ -66,6 +66,11 @@ class DhtConfig:
     """First wait for a replica's answer before resending. A routed request crosses about
     log2(N)/2 = 5 overlay hops of ~50 ms each way at N = 1,000, so 1 s is twice a slow round trip."""
 
+    min_request_timeout_s: float = 0.3
+    """The shortest wait before a resend, however fast this node's measured answers (:mod:`dht.rtt`
+    waits the smoothed answer time plus four deviations, at most ``request_timeout_s``): a few hops'
+    round trip, so that a burst of fast answers does not make every slightly slow one a resend."""
+
     request_attempts: int = 3
     """Sends per position and operation phase (the first and two retries, each waiting twice as long
     as the one before), within ``op_timeout_s``."""
@@ -136,6 +141,8 @@ class DhtConfig:
             raise ValueError("refresh_fraction must be between 0.1 and 0.9")
         if self.request_attempts < 1 or self.push_attempts < 1:
             raise ValueError("request_attempts and push_attempts must be at least 1")
+        if not 0 < self.min_request_timeout_s <= self.request_timeout_s:
+            raise ValueError("need 0 < min_request_timeout_s <= request_timeout_s")
         for name in ("request_timeout_s", "op_timeout_s", "not_ready_retry_s", "sync_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

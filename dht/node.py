@@ -61,6 +61,7 @@ from .ops import CreateOp, GetOp, Op, WriteOp
 from .ratelimit import RateLimiter
 from .record import MAX_SEQ, Kind, Record, sign_record
 from .replication import Replicator
+from .rtt import ResendTimer
 from .stats import DhtStats
 from .store import Store as RecordStore
 
@@ -103,6 +104,7 @@ class DhtNode:
             send=self._send,
             new_id=self.new_id,
         )
+        self.resend_timer = ResendTimer(config.request_timeout_s, config.min_request_timeout_s)
         self._limiter = RateLimiter(config.peer_rate_per_s, config.peer_burst, config.max_tracked_peers)
         self._tag = short(identity.address)
         self._seq = 0
@@ -203,6 +205,12 @@ class DhtNode:
         message = Store(0, 0, 0, 1, (PositionRecords(key, index, (held,)),))
         self.router.send(key_address(key, index), Service.DHT, encode(message), now, exact=False)
 
+    def resend_timeout(self) -> float:
+        return self.resend_timer.timeout()
+
+    def answer_time(self, rtt: float) -> None:
+        self.resend_timer.sample(rtt)
+
     def _send(self, dest: Address, payload: bytes, now: float, exact: bool) -> None:
         self.router.send(dest, Service.DHT, payload, now, exact=exact)
 
@@ -287,6 +295,8 @@ class DhtNode:
         src = event.src
         if isinstance(message, Write | Get | Sync | Store | Role) and not self._allowed(src, now):
             self.stats.rate_limited += 1
+            if isinstance(message, Write | Get):
+                self.stats.rate_limited_requests += 1
             log.debug("%s: rate limit: dropped %s from %s", self._tag, type(message).__name__, short(src))
             return
         if isinstance(message, Write):

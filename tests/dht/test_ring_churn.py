@@ -70,7 +70,7 @@ def race(
 # dies 0.1 s later, before its push to the copies lands (10 % loss); 4 of 8 positions then hold the
 # value and the get right after the race finds no majority. Safety holds (no second creator can
 # reach 5 positions); the value is readable again when its owner republishes. Open in issue 3.
-@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_racing_creates_never_have_two_winners(seed: int) -> None:
     """10 racers per key, 10 % of messages lost, and mid-race one holder of a position dies (in odd
     trials a racer dies too). Never two winners; the winner's value is what everyone reads, and no
