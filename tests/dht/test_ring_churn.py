@@ -315,8 +315,19 @@ def test_gets_succeed_under_churn() -> None:
     assert len(answered) >= 590
     ok = sum(isinstance(r, Values) and values_of(r) == [key] for r, key in answered)
     assert ok / len(answered) >= 0.99
-    ring.run(10)  # quiet now: the bookkeeping of pushes and questions drains, it does not pile up
-    for m in ring.members.values():
-        rep = m.node.replicator
-        assert len(rep._batches) + len(rep._pending) + len(rep._roles) < 10
-        assert len(m.node._ops) <= 1  # at most a refresh in flight
+
+    # Quiet now: the bookkeeping of pushes and questions drains, it does not pile up. Waited for with a
+    # deadline, not a fixed 10 s: the last deaths may leave a view that skips a few nodes for a few
+    # seconds more (seen at seed 11 once this branch changed the random draws), and its holders keep
+    # handing over meanwhile.
+    def drained() -> bool:
+        for m in ring.members.values():
+            rep = m.node.replicator
+            if len(rep._batches) + len(rep._pending) + len(rep._roles) >= 10 or len(m.node._ops) > 1:
+                return False  # more than a little in flight, or more than a refresh
+        return True
+
+    deadline = ring.now + 60
+    while not drained() and ring.now < deadline:
+        ring.run(1)
+    assert drained()
