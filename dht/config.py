@@ -117,6 +117,13 @@ class DhtConfig:
     peer_burst: float = 200.0
     """Token bucket depth per peer: a burst of about a dozen operations."""
 
+    peer_handover_burst: float = 1000.0
+    """Token bucket depth per non-neighbour peer for replication messages (store, sync, role), refilled
+    at ``peer_rate_per_s``: a node that finds itself beyond a stretch of the ring (its view changed)
+    hands over every position it holds there at once, one routed store and one role question per
+    position — a few hundred messages to one node under churn at N = 300 (measured: 159 dropped with
+    a shared bucket of 200). Separate from requests, so a hand-over never eats a peer's operations."""
+
     max_tracked_peers: int = 4096
     """Peers with a rate-limit bucket; the least recently seen bucket is forgotten beyond it."""
 
@@ -149,7 +156,9 @@ class DhtConfig:
         least = self.max_key_bytes + self.max_value_bytes + 300
         if self.max_message_bytes < least:
             raise ValueError(f"max_message_bytes must hold one record with headers: at least {least}")
-        if self.peer_rate_per_s <= 0 or self.peer_burst < 1 or self.max_tracked_peers < 1:
+        if self.peer_rate_per_s <= 0 or min(self.peer_burst, self.peer_handover_burst) < 1:
+            raise ValueError("rate limits must be positive")
+        if self.max_tracked_peers < 1:
             raise ValueError("rate limits must be positive")
 
     @property

@@ -16,7 +16,8 @@ class DhtStats:
     rate_limited: int = 0
     """Requests dropped because their sender exceeded its rate."""
     rate_limited_requests: int = 0
-    """Of those, reads and writes of operations (the rest are replication: store, sync, role)."""
+    """Of those, reads and writes of operations; the rest are replication (store, sync, role), which
+    has a bucket of its own (``peer_handover_burst``)."""
     forged: int = 0
     """Records whose signature did not verify (forged create, put or delete); refused."""
     refused_full: int = 0
