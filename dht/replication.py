@@ -118,8 +118,11 @@ class Replicator:
         """Positions we are unsure to hold, with our rank among the nodes we knew when we last asked
         (or first held them): a node closer than us appeared when the rank grows."""
         self._resyncing = False
-        self._roles: dict[int, tuple[Address, int]] = {}
-        """Role questions in flight: req_id -> (position, digest asked about)."""
+        self._roles: dict[int, tuple[Address, int, float]] = {}
+        """Role questions in flight: req_id -> (position, digest asked about, when). One whose answer
+        is lost (a dead link on the way under churn) is forgotten at the first sweep after
+        ``push_timeout_s * push_attempts`` (as long as a push is retried); the position is asked about
+        again at the next resync, as before."""
         self._pending: dict[tuple[Address, bool], dict[Address, _Pending]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
         self._batches: dict[int, _Batch] = {}
@@ -218,7 +221,7 @@ class Replicator:
         if entry is None:
             return
         req_id = self._new_id()
-        self._roles[req_id] = (pos, digest)
+        self._roles[req_id] = (pos, digest, now)
         self._send(pos, encode(Role(req_id, entry.key, entry.index, digest)), now, False)
 
     def _queue(self, target: tuple[Address, bool], pos: Address) -> None:
@@ -365,7 +368,7 @@ class Replicator:
         asked = self._roles.pop(reply.req_id, None)
         if asked is None:
             return
-        pos, digest = asked
+        pos, digest, _sent = asked
         if pos not in self.store or self.store.digest(pos, now) != digest or self.view.certain(pos):
             return
         if reply.verdict is Verdict.UNNEEDED:
@@ -430,6 +433,9 @@ class Replicator:
 
     def sweep(self, now: float) -> None:
         self.store.sweep(now)
+        late = now - self.config.push_timeout_s * self.config.push_attempts
+        for req_id in [i for i, (_p, _d, sent) in self._roles.items() if sent < late]:
+            del self._roles[req_id]
         for pos in [p for p in self._has if p not in self.store]:
             self._forget_position(pos)
 

@@ -15,6 +15,9 @@ class DhtStats:
     """Messages that were not valid DHT messages; dropped."""
     rate_limited: int = 0
     """Requests dropped because their sender exceeded its rate."""
+    rate_limited_requests: int = 0
+    """Of those, reads and writes of operations; the rest are replication (store, sync, role), which
+    has a bucket of its own (``peer_handover_burst``)."""
     forged: int = 0
     """Records whose signature did not verify (forged create, put or delete); refused."""
     refused_full: int = 0

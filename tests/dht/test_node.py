@@ -233,3 +233,21 @@ def test_a_position_beyond_the_neighbourhood_is_not_passed_on_to_neighbours() ->
     assert role[0] == pos and not role[2]
     deliver(node, Address((pos + 5) % RING), RoleReply(role[1].req_id, Verdict.UNNEEDED), 3.1)
     assert pos not in node.store
+
+
+def test_a_hand_over_from_a_non_neighbour_is_not_limited_like_a_flood_of_requests() -> None:
+    """A node beyond our neighbourhood hands over 300 positions at once, each with a role question:
+    all are answered (a shared bucket of ``peer_burst`` = 200 dropped a third). Its requests keep
+    their own bucket, and a real flood of replication messages is still cut off."""
+    node, router = make_node()
+    stranger = 4242
+    for i in range(300):
+        deliver(node, stranger, Role(i + 1, b"k%d" % i, 0, 0), 1.0, dest=key_address(b"k%d" % i, 0))
+    assert sum(isinstance(m, RoleReply) for _, m, _ in router.take()) == 300
+    assert node.stats.rate_limited == 0
+    for _ in range(250):
+        deliver(node, stranger, write(), 1.0)
+    assert node.stats.rate_limited == node.stats.rate_limited_requests == 50
+    for i in range(1000):
+        deliver(node, stranger, Role(i + 1, b"k", 0, 0), 1.0, dest=key_address(b"k", 0))
+    assert node.stats.rate_limited - 50 == 1000 - (CONFIG.peer_handover_burst - 300)

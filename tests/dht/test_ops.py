@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from dht import AlreadyOwned, Created, DhtConfig, Failed, Kind, OpId, Reason, Record, Values, sign_record
 from dht.codec import Get, GetReply, Held, Message, Status, Write, WriteReply
 from dht.ops import CreateOp, GetOp, WriteOp
+from dht.rtt import ResendTimer
 from tests.dht.helpers import identity
 
 ME, OTHER = identity(1), identity(2)
@@ -22,6 +23,7 @@ class Host:
     repairs: list[tuple[int, Held]] = field(default_factory=list)
     seq: int = 0
     ids: int = 0
+    timer: ResendTimer = field(default_factory=lambda: ResendTimer(1.0, 0.3))
 
     def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
         self.sent.append((index, message))
@@ -39,6 +41,12 @@ class Host:
 
     def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
         self.repairs.append((index, held))
+
+    def resend_timeout(self) -> float:
+        return self.timer.timeout()
+
+    def answer_time(self, rtt: float) -> None:
+        self.timer.sample(rtt)
 
     def take(self) -> list[tuple[int, Message]]:
         sent, self.sent = self.sent, []
@@ -68,6 +76,63 @@ def test_create_reserves_then_commits_and_completes_the_rest() -> None:
     for i in (5, 6, 7):
         answer(op, i, Status.OK, now=1.1)
     assert op.finished
+
+
+def test_a_won_create_writes_again_where_a_losing_racer_had_reserved() -> None:
+    """Five commits win; the three positions that refused for a racer's reservation are asked again
+    (the racer rolls back), so the value does not rest on a bare majority that one death breaks."""
+    host = Host()
+    op = CreateOp(host, OpId(1), b"k", b"v", ttl=600, now=0.0)
+    for i in range(5):
+        answer(op, i, Status.OK)
+    host.take()
+    for i in (5, 6, 7):
+        answer(op, i, Status.CONFLICT_RESERVED, now=0.2, owner=OTHER.public_key)
+    for i in range(5):
+        answer(op, i, Status.OK, now=0.2)
+    assert op.result == Created(b"k", b"v", 600) and not op.finished
+    op.handle_timer(op.next_deadline())
+    assert writes(host.take()) == [(i, Kind.CREATE) for i in (5, 6, 7)]
+    answer(op, 5, Status.CONFLICT_RESERVED, now=0.6, owner=OTHER.public_key)  # not rolled back yet
+    for i in (6, 7):
+        answer(op, i, Status.OK, now=0.6)
+    op.handle_timer(op.next_deadline())
+    assert writes(host.take()) == [(5, Kind.CREATE)]
+    answer(op, 5, Status.OK, now=1.0)
+    assert op.finished
+
+
+def test_a_failed_write_does_not_ask_the_reserved_positions_again() -> None:
+    host = Host()
+    op = WriteOp(host, OpId(1), host.sign(Kind.PUT, b"k", b"v", 600), 0.0)
+    host.take()
+    for i in range(4):
+        answer(op, i, Status.CONFLICT_RESERVED, owner=OTHER.public_key)
+    assert isinstance(op.result, Failed) and op.finished
+    assert host.take() == []
+
+
+def test_resends_wait_for_the_measured_answer_time_not_a_fixed_second() -> None:
+    """A node whose answers come back in about 0.1 s resends to a silent position after the floor
+    (0.3 s), then 0.6 s, instead of after 1 s and 2 s."""
+    host = Host()
+    first = GetOp(host, OpId(1), b"k", 0.0)
+    for i in range(8):
+        first.handle_get_reply(GetReply(first.phase.req_id, i, b"k", 0, 1, True, ()), 0.1)
+    assert host.timer.samples == 8 and host.resend_timeout() == 0.3
+    host.take()
+    op = GetOp(host, OpId(2), b"k", 10.0)
+    host.take()
+    for i in range(7):  # four hold a value, three do not: the eighth decides it
+        entries = (held(),) if i < 4 else ()
+        op.handle_get_reply(GetReply(op.phase.req_id, i, b"k", 0, 1, True, entries), 10.1)
+    assert op.result is None and op.next_deadline() == 10.3
+    op.handle_timer(10.3)
+    assert [i for i, _ in host.take()] == [7]
+    assert op.next_deadline() == 10.3 + 0.6
+    op.handle_get_reply(GetReply(op.phase.req_id, 7, b"k", 0, 1, True, (held(),)), 10.5)
+    assert op.result is not None and len(op.result.values) == 1  # type: ignore[union-attr]
+    assert host.timer.samples == 8 + 7, "an answer to a resent request is no sample (Karn)"
 
 
 def test_a_lost_race_rolls_back_where_it_may_hold_and_nowhere_else() -> None:
@@ -221,3 +286,21 @@ def test_get_with_four_empty_answers_and_four_silent_says_absent() -> None:
     while not op.finished:
         op.handle_timer(op.next_deadline())
     assert isinstance(op.result, Values) and op.result.values == ()
+
+
+def test_fast_resends_still_reach_as_late_as_the_fixed_schedule() -> None:
+    """With a measured wait of 0.3 s a silent position is asked at 0, 0.3, 0.9 and 2.1 s: early
+    resends are added, but the last one still comes about as late as the fixed 0, 1, 3 s schedule's,
+    when a route broken by a dead link has had time to heal."""
+    host = Host()
+    for _ in range(20):
+        host.timer.sample(0.05)
+    op = GetOp(host, OpId(1), b"k", 0.0)
+    sends = [0.0]
+    host.take()
+    while not op.finished:
+        t = op.next_deadline()
+        op.handle_timer(t)
+        sends += [t] * sum(i == 7 for i, _ in host.take())
+    assert [round(t, 3) for t in sends] == [0.0, 0.3, 0.9, 2.1]
+    assert isinstance(op.result, Failed)

@@ -70,7 +70,7 @@ def race(
 # dies 0.1 s later, before its push to the copies lands (10 % loss); 4 of 8 positions then hold the
 # value and the get right after the race finds no majority. Safety holds (no second creator can
 # reach 5 positions); the value is readable again when its owner republishes. Open in issue 3.
-@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_racing_creates_never_have_two_winners(seed: int) -> None:
     """10 racers per key, 10 % of messages lost, and mid-race one holder of a position dies (in odd
     trials a racer dies too). Never two winners; the winner's value is what everyone reads, and no
@@ -315,8 +315,19 @@ def test_gets_succeed_under_churn() -> None:
     assert len(answered) >= 590
     ok = sum(isinstance(r, Values) and values_of(r) == [key] for r, key in answered)
     assert ok / len(answered) >= 0.99
-    ring.run(10)  # quiet now: the bookkeeping of pushes and questions drains, it does not pile up
-    for m in ring.members.values():
-        rep = m.node.replicator
-        assert len(rep._batches) + len(rep._pending) + len(rep._roles) < 10
-        assert len(m.node._ops) <= 1  # at most a refresh in flight
+
+    # Quiet now: the bookkeeping of pushes and questions drains, it does not pile up. Waited for with a
+    # deadline, not a fixed 10 s: the last deaths may leave a view that skips a few nodes for a few
+    # seconds more (seen at seed 11 once this branch changed the random draws), and its holders keep
+    # handing over meanwhile.
+    def drained() -> bool:
+        for m in ring.members.values():
+            rep = m.node.replicator
+            if len(rep._batches) + len(rep._pending) + len(rep._roles) >= 10 or len(m.node._ops) > 1:
+                return False  # more than a little in flight, or more than a refresh
+        return True
+
+    deadline = ring.now + 60
+    while not drained() and ring.now < deadline:
+        ring.run(1)
+    assert drained()
