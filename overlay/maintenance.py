@@ -1,4 +1,5 @@
-"""Pure. Ring upkeep: joining, keepalives, near, far and shortcut links, repair.
+"""Pure. Ring upkeep: joining, near links, neighbour lists, repair (far links: ``farlinks``; care of
+existing links and lost peers: ``linkcare``).
 
 Theory of operation. A node's join state moves through
 
@@ -29,8 +30,10 @@ from typing import TYPE_CHECKING
 
 from .address import RING, Address, clockwise, short
 from .events import Endpoint, JoinStateChanged, NeighboursChanged
-from .table import FAR, LEAF, NEAR, SHORTCUT, Link
-from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Roles
+from .farlinks import manage_far
+from .linkcare import LOST_PROBE_S, lost_link, manage_links, probe_lost
+from .table import LEAF, NEAR, SHORTCUT, Link
+from .wire import MAX_NEIGHBOURS, Neighbour, Neighbours, Roles
 
 if TYPE_CHECKING:
     from .node import OverlayNode
@@ -46,9 +49,6 @@ things measured in tens of seconds (far links, idle shortcuts, lost-peer probes)
 ANNOUNCE_S = 60.0
 """Unchanged neighbour lists are re-sent this often; a changed one at once."""
 
-ROLELESS_GRACE_S = 10.0
-"""A link neither end has a role for is closed after this; time for the peer's hello to arrive."""
-
 KNOWN_MAX = 24
 """Nodes remembered from neighbour lists but not linked; the closest are kept. Only those that belong
 among the near peers are ever used, so a few times ``near_per_side`` on each side is plenty."""
@@ -60,17 +60,8 @@ FAILED_HOLD_S = 60.0
 """A node we failed to link to is not tried again from hearsay for this long (stale neighbour lists
 keep advertising dead nodes for a while)."""
 
-LOST_MAX = 8
-"""Recently lost peers kept to probe directly; after a partition heals they bring the rings together."""
-
-LOST_PROBE_S = 30.0
-"""How often one lost peer is probed; one handshake packet, so cheap."""
-
 LOST_TTL_S = 600.0
 """Lost peers are forgotten after this."""
-
-FAR_IN_FLIGHT = 2
-"""Far-link attempts at once: enough to fill the table in a minute, gentle on a joining overlay."""
 
 REPAIR_PROBE_S = (1.0, 5.0, 20.0)
 """After a near link dies, probe for the node that should replace it at these delays."""
@@ -81,13 +72,6 @@ that neighbour lists did not reveal (it costs two routed messages per node per f
 
 SELF_PROBE_S = 5.0
 """At most one probe for our own place per this many seconds when hearsay says our view is off."""
-
-SUPERSEDED_QUIET_S = 15.0
-"""A session that is not the preferred one of its link is closed after this long without traffic either
-way: longer than a keepalive round trip with retries, so the peer has switched to the preferred one."""
-
-LEAF_HOLD_S = 30.0
-"""A leaf link (joining, or a lost peer found again) keeps its role this long after joining."""
 
 
 class Maintenance:
@@ -124,6 +108,10 @@ class Maintenance:
             self.state, self.state_detail = state, detail
             self.node.emit(JoinStateChanged(state, detail))
 
+    @property
+    def joined(self) -> bool:
+        return self.state == JOINED
+
     def reply_via(self) -> Address | None:
         """While joining, replies reach this node only through the peer it joined through."""
         if self.state == JOINED:
@@ -157,9 +145,9 @@ class Maintenance:
         if now >= self.next_stabilise:
             self.next_stabilise = now + STABILISE_S * (0.8 + 0.4 * node.rng.random())
             self.repair(now)
-        self._manage_far(now)
-        self._manage_links(now)
-        self._probe_lost(now)
+        manage_far(self, now)
+        manage_links(self, now)
+        probe_lost(self, now)
 
     def _bootstrap(self, now: float) -> None:
         """Contact the bootstrap peers one at a time, in random order (so that a thousand nodes
@@ -359,92 +347,6 @@ class Maintenance:
                 del self.known[addr]
         self.recompute(now)
 
-    # -- far links ------------------------------------------------------------------------------------
-
-    def far_target(self) -> int:
-        config = self.node.config
-        if config.far_links:
-            return config.far_links
-        n = self.n_estimate()
-        if n <= 2 * config.near_per_side + 1:
-            return 0
-        return max(1, min(config.max_far_links, round(math.log2(n))))
-
-    def _manage_far(self, now: float) -> None:
-        node = self.node
-        if self.state != JOINED:
-            return
-        mine = [link for link in node.table if link.my_roles & FAR]
-        target = self.far_target()
-        missing = target - len(mine) - len(self.far_in_flight)
-        for _ in range(min(missing, FAR_IN_FLIGHT - len(self.far_in_flight))):
-            n = max(self.n_estimate(), 2)
-            distance = int(RING / n * (n / 2) ** node.rng.random())
-            position = (
-                node.address + distance if node.rng.random() < 0.5 else node.address - distance
-            ) % RING
-            attempt = node.connector.connect_address(Address(position), FAR, now, exact=False)
-            if attempt is not None:
-                self.far_in_flight[attempt] = now
-        for link in mine[target:]:
-            self.drop_role(link, FAR, now)
-
-    # -- links without a purpose, idle shortcuts, lost peers ------------------------------------------
-
-    def _manage_links(self, now: float) -> None:
-        node = self.node
-        idle = node.config.shortcut_idle_s
-        for link in list(node.table):
-            if link.my_roles & SHORTCUT and now - link.last_app > idle:
-                self.drop_role(link, SHORTCUT, now)
-            if link.my_roles & LEAF and self.state == JOINED and now - link.created > LEAF_HOLD_S:
-                self.drop_role(link, LEAF, now)
-            if link.my_roles == 0 and link.last_app > link.created and now - link.last_app <= idle:
-                # A link without a role that carries application traffic (a joiner's temporary link,
-                # a link the peer opened, a LAN link) is a shortcut in all but name: traffic to a
-                # linked peer is never counted towards one, so without the role it would be closed as
-                # unused and the traffic would fall back to routing (or a relay) until counted again.
-                self.add_role(link, SHORTCUT, now)
-            if link.my_roles == 0 and link.peer_roles == 0:
-                if link.unused_since is None:
-                    link.unused_since = now
-                elif now - link.unused_since >= ROLELESS_GRACE_S:
-                    node.send_control(link, Close("unused"), now)
-                    node.drop_link(link, "unused", now, linger=True)
-            else:
-                link.unused_since = None
-            if link.sessions:
-                self._tend_sessions(link, now)
-
-    def _tend_sessions(self, link: Link, now: float) -> None:
-        """Rekey when the newest session is old; close sessions the preferred one superseded once
-        they have been quiet a while (the peer may still use one until it, too, has seen the new
-        one); free idle sessions' cipher contexts."""
-        node = self.node
-        newest = max(link.sessions, key=lambda s: s.created_at)
-        if now - newest.created_at > node.config.rekey_s and newest.initiator:
-            node.connector.rekey(link, now)
-        preferred = node.sending_session(link)
-        for session in list(link.sessions):
-            quiet = min(now - session.last_sent, now - session.last_received)
-            superseded = session is not preferred and preferred is not None and preferred.confirmed
-            if superseded and quiet > SUPERSEDED_QUIET_S:
-                link.sessions.remove(session)
-                node.security.close_session(session)
-                continue
-            if quiet > TICK_S:
-                session.drop_cipher_contexts()
-
-    def _probe_lost(self, now: float) -> None:
-        if now < self.next_lost_probe or not self.lost:
-            return
-        self.next_lost_probe = now + LOST_PROBE_S
-        addr = min(self.lost, key=lambda a: self.lost[a][1])
-        endpoint, _ = self.lost.pop(addr)
-        self.lost[addr] = (endpoint, now)
-        if self.node.table.get(addr) is None and not self.node.connector.busy(addr):
-            self.node.connector.connect_endpoint(endpoint, LEAF, now)
-
     # -- roles ---------------------------------------------------------------------------------------
 
     def add_role(self, link: Link, role: int, now: float, announce: bool = True) -> None:
@@ -466,15 +368,10 @@ class Maintenance:
             # The peer thinks we are its ring neighbour but we know closer nodes: tell it about them.
             self.node.send_control(link, Neighbours(self.neighbour_list()), now)
 
-    # -- liveness (``liveness`` decides; here is what a lost peer leaves behind) -----------------------
+    # -- liveness (``liveness`` decides; ``linkcare`` keeps what a lost peer leaves behind) ------------
 
     def lost_link(self, link: Link, now: float) -> None:
-        """Remember a peer that died on us, to probe it now and then: after a partition heals, such
-        probes bring the two rings back together."""
-        if link.endpoint is not None:
-            self.lost[link.peer] = (link.endpoint, now)
-            if len(self.lost) > LOST_MAX:
-                del self.lost[min(self.lost, key=lambda a: self.lost[a][1])]
+        lost_link(self, link, now)
 
     # -- hooks from routing and the connector --------------------------------------------------------
 
