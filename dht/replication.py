@@ -24,7 +24,9 @@ resync, so an extra copy lives a minute at most.
 Which version a neighbour has is tracked per (position, neighbour) as a digest of the statements,
 set when the neighbour acknowledges a push or when it sent us exactly what we now hold, so unchanged
 positions cost nothing and a change travels once per neighbour. Every ``resync_interval_s`` the
-digests are forgotten and everything is pushed again, which repairs copies lost without a trace.
+digests are forgotten and everything is checked again, which repairs copies lost without a trace: a
+neighbour is first sent the digests alone (:mod:`dht.digests`) and then only the positions it does not
+hold in our version; a hand-over routed to a position is pushed in full.
 
 A node whose neighbourhood gained members asks each new one to *sync*: "send me the positions I should
 hold". Until every answer arrived (or ``sync_timeout_s`` passed) the node is *not ready*: it answers
@@ -32,21 +34,22 @@ writes with NOT_READY, so a newcomer never accepts a create for a position whose
 predecessor still holds — the race :mod:`dht.ops` must never lose.
 
 The other way round, we push nothing to a new neighbour until it asked us to sync (or
-``sync_timeout_s`` passed: it may not count us as its neighbour, or its request was lost): the answer
-carries every position it should hold by our view, so pushing on sight too sent those twice (at N = 300
-with churn, 18 % fewer pushes without it).
+``sync_timeout_s`` passed): the answer carries every position it should hold by our view, so pushing
+on sight too sent those twice. Both waits are :mod:`dht.syncs`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from random import Random
 
 from overlay import Address, key_address, short
 
 from .codec import (
+    Digest,
+    DigestReply,
     PositionRecords,
     Role,
     RoleReply,
@@ -59,9 +62,11 @@ from .codec import (
 )
 from .codec import Store as StoreMsg
 from .config import DhtConfig
+from .digests import DigestExchange, same_versions
 from .stats import DhtStats
 from .store import Store as RecordStore
 from .store import digest_of
+from .syncs import SyncWaits
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -88,14 +93,6 @@ class _Batch:
     payload: bytes
     resend_at: float
     attempts: int = 1
-
-
-@dataclass(slots=True)
-class _SyncWait:
-    peer: Address
-    deadline: float
-    parts: int = 0
-    seen: set[int] = field(default_factory=set)
 
 
 class Replicator:
@@ -131,15 +128,11 @@ class Replicator:
         self._pending: dict[tuple[Address, bool], dict[Address, _Pending]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
         self._batches: dict[int, _Batch] = {}
-        self._syncs: dict[int, _SyncWait] = {}
-        self._awaiting: dict[Address, float] = {}
-        """New neighbours we push nothing to until they ask (their sync request) or until the deadline
-        here: their request's answer carries every position they should hold, so pushing on sight as
-        well sent most positions to a joiner twice."""
-        self._asked_by: dict[Address, float] = {}
-        """When each peer last sent us a sync request: one that asked before our view counted it (the
-        views change at slightly different moments) need not be waited for."""
+        self._syncs = SyncWaits(config.sync_timeout_s)
         self._resync_at: float | None = None
+        self._digests = DigestExchange(config, new_id)
+        self._digest_outbox: dict[Address, dict[Address, None]] = {}
+        """At a resync, what would be pushed to each neighbour: asked about by digest first."""
 
     def _send(self, dest: Address, payload: bytes, now: float, exact: bool) -> None:
         self.stats.replication_bytes += len(payload)
@@ -156,13 +149,9 @@ class Replicator:
         self.view.update(left, right)
         for gone in [a for a in before if a not in self.members]:
             self._forget_peer(gone)
-        for wait_id in [i for i, w in self._syncs.items() if w.peer not in self.members]:
-            del self._syncs[wait_id]
         for new in [a for a in self.members if a not in before]:
-            if self._asked_by.get(new, -1.0) < now - self.config.sync_timeout_s:
-                self._awaiting[new] = now + self.config.sync_timeout_s
             sync_id = self._new_id()
-            self._syncs[sync_id] = _SyncWait(new, now + self.config.sync_timeout_s)
+            self._syncs.joined(new, sync_id, now)
             self._send(new, encode(Sync(sync_id)), now, True)
         log.info("%s: neighbours %s | %s", short(self.me), _names(self.view.left), _names(self.view.right))
         self.maintain(now)
@@ -172,14 +161,16 @@ class Replicator:
 
     def ready(self, now: float) -> bool:
         """False while a new neighbour may still be sending us positions we should hold."""
-        return not any(w.deadline > now for w in self._syncs.values())
+        return self._syncs.ready(now)
 
     def _forget_peer(self, peer: Address) -> None:
         for has in self._has.values():
             has.pop(peer, None)
         self._pending.pop((peer, False), None)
         self._outbox.pop((peer, False), None)
-        self._awaiting.pop(peer, None)
+        self._syncs.left(peer)
+        self._digests.forget(peer)
+        self._digest_outbox.pop(peer, None)
         for batch_id in [i for i, b in self._batches.items() if b.target == peer and not b.routed]:
             del self._batches[batch_id]
 
@@ -244,9 +235,14 @@ class Replicator:
         self._send(pos, encode(Role(req_id, entry.key, entry.index, digest)), now, False)
 
     def _queue(self, target: tuple[Address, bool], pos: Address) -> None:
-        if not target[1] and target[0] in self._awaiting:
-            return  # its sync request will fetch it (or the wait ends and maintenance pushes it)
-        if pos not in self._pending.get(target, {}):
+        peer, routed = target
+        if not routed and (self._syncs.holding(peer) or self._digests.in_flight(peer, pos)):
+            return  # its sync request will fetch it, or our digest asks whether it holds it already
+        if pos in self._pending.get(target, {}):
+            return
+        if self._resyncing and not routed:
+            self._digest_outbox.setdefault(peer, {})[pos] = None
+        else:
             self._outbox.setdefault(target, {})[pos] = None
 
     def _drop(self, pos: Address, why: str) -> None:
@@ -260,6 +256,11 @@ class Replicator:
         self._asked.pop(pos, None)
 
     def _flush(self, now: float) -> None:
+        asks, self._digest_outbox = self._digest_outbox, {}
+        for peer, positions in asks.items():
+            entries = [(p, self.store.digest(p, now)) for p in positions if self.store.live_size(p, now)]
+            for message in self._digests.ask(peer, entries, now):
+                self._send(peer, encode(message), now, True)
         outbox, self._outbox = self._outbox, {}
         for (target, routed), positions in outbox.items():
             snaps = [(p, s) for p in positions if (s := self.store.snapshot(p, now)) is not None]
@@ -316,13 +317,8 @@ class Replicator:
                     self._has.setdefault(pos, {})[src] = digest_of(live)
         if message.batch_id:
             self._send(src, encode(StoreAck(message.batch_id, tuple(refused))), now, True)
-        wait = self._syncs.get(message.sync_id) if message.sync_id else None
-        if wait is not None and wait.peer == src:
-            wait.parts = message.parts
-            wait.seen.add(message.part)
-            if len(wait.seen) >= wait.parts:
-                del self._syncs[message.sync_id]
-                log.debug("%s: synced with %s", short(self.me), short(src))
+        if self._syncs.answer(src, message.sync_id, message.part, message.parts):
+            log.debug("%s: synced with %s", short(self.me), short(src))
         self.maintain(now, changed)
 
     def _count(self, status: Status) -> bool:
@@ -398,12 +394,30 @@ class Replicator:
             self._queue((pos, True), pos)  # hand our version over; we ask again at the next change
             self._flush(now)
 
+    def handle_digest(self, src: Address, digest: Digest, now: float) -> None:
+        """Tell ``src`` which of the positions it listed we hold in its version; it pushes the rest."""
+        same = same_versions(self.store, digest, now)
+        if src in self.members:
+            for n in same:
+                raw, version = digest.positions[n]
+                self._has.setdefault(Address(int.from_bytes(raw, "big")), {})[src] = version
+        self._send(src, encode(DigestReply(digest.req_id, same)), now, True)
+
+    def handle_digest_reply(self, src: Address, reply: DigestReply, now: float) -> None:
+        answer = self._digests.answered(src, reply)
+        if answer is None:
+            return
+        held, lacking = answer
+        for pos, digest in held:
+            if pos in self.store and self.store.digest(pos, now) == digest:
+                self._has.setdefault(pos, {})[src] = digest
+        self.maintain(now, [pos for pos, _d in held] + lacking)
+
     def handle_sync(self, src: Address, sync: Sync, now: float) -> None:
         """Send ``src`` every position it should hold by our view with it added — at least one
         (possibly empty) part, so that it knows we are done. Pushes to it held back until it asked
         start now: what the answer did not carry is pushed by the maintenance that follows."""
-        self._asked_by[src] = now
-        released = self._awaiting.pop(src, None) is not None
+        released = self._syncs.request(src, now)
         snaps = []
         for pos in self.store.positions():
             if self.view.in_span(pos) and src in self.view.desired(pos, extra=src):
@@ -422,8 +436,7 @@ class Replicator:
 
     def next_deadline(self) -> float | None:
         times = [b.resend_at for b in self._batches.values()]
-        times += [w.deadline for w in self._syncs.values()]
-        times += self._awaiting.values()
+        times += [t for t in (self._syncs.next_deadline(), self._digests.next_deadline()) if t is not None]
         if self._resync_at is not None:
             times.append(self._resync_at)
         return min(times) if times else None
@@ -432,13 +445,12 @@ class Replicator:
         c = self.config
         if self._resync_at is None:
             self._resync_at = now + c.resync_interval_s * (1 - 0.25 * self.rng.random())
-        for sync_id in [i for i, w in self._syncs.items() if w.deadline <= now]:
-            log.debug("%s: no sync answer from %s", short(self.me), short(self._syncs[sync_id].peer))
-            del self._syncs[sync_id]
-        late = [peer for peer, deadline in self._awaiting.items() if deadline <= now]
-        for peer in late:
-            log.debug("%s: no sync request from %s: pushing", short(self.me), short(peer))
-            del self._awaiting[peer]
+        silent, late = self._syncs.expire(now)
+        if silent or late:
+            log.debug("%s: no sync from %s, none asked by %s", short(self.me), _names(silent), _names(late))
+        unanswered = [pos for _peer, positions in self._digests.expired(now) for pos in positions]
+        if unanswered and not late:
+            self.maintain(now, unanswered)
         for batch_id, batch in list(self._batches.items()):
             if batch.resend_at > now:
                 continue
@@ -471,9 +483,7 @@ class Replicator:
             del self._roles[req_id]
         for pos in [p for p in self._has if p not in self.store]:
             self._forget_position(pos)
-        old = now - self.config.sync_timeout_s
-        for peer in [p for p, t in self._asked_by.items() if t < old]:
-            del self._asked_by[peer]
+        self._syncs.sweep(now)
 
 
 def _names(addresses: Iterable[Address]) -> str:
