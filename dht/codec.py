@@ -13,6 +13,8 @@ neighbours go to an exact address and are acknowledged by batch id.
     SYNC        [1, 7, sync_id]                              "send me what I should now hold"
     ROLE        [1, 8, req_id, key, index, digest]           "do you count me among its holders?"
     ROLE_REPLY  [1, 9, req_id, verdict]
+    DIGEST      [1, 10, req_id, [[position, digest], ...]]   "I hold these versions; which of them do you?"
+    DIGEST_REPLY [1, 11, req_id, [position number, ...]]     the ones held in the same version
 
     record = [kind, value, owner, ttl, seq, signature]       (the key travels once per message)
     held   = record + [remaining seconds]
@@ -194,9 +196,47 @@ class RoleReply:
     verdict: Verdict
 
 
-Message = Write | WriteReply | Get | GetReply | Store | StoreAck | Sync | Role | RoleReply
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Sent to a neighbour at a resync instead of the records themselves: the positions (20-byte ring
+    addresses) we would push it, each with :func:`~dht.store.digest_of` our records there. The answer
+    says which it holds in the same version; only the others are pushed."""
 
-_WRITE, _WRITE_REPLY, _GET, _GET_REPLY, _STORE, _STORE_ACK, _SYNC, _ROLE, _ROLE_REPLY = range(1, 10)
+    req_id: int
+    positions: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReply:
+    req_id: int
+    same: tuple[int, ...]
+    """Positions (numbered as in the :class:`Digest`) that the answering node holds in that version."""
+
+
+Message = (
+    Write | WriteReply | Get | GetReply | Store | StoreAck | Sync | Role | RoleReply | Digest | DigestReply
+)
+
+(
+    _WRITE,
+    _WRITE_REPLY,
+    _GET,
+    _GET_REPLY,
+    _STORE,
+    _STORE_ACK,
+    _SYNC,
+    _ROLE,
+    _ROLE_REPLY,
+    _DIGEST,
+    _DIGEST_REPLY,
+) = range(1, 12)
+
+POSITION_BYTES = 20
+"""A ring address (160 bits) on the wire."""
+
+DIGEST_ENTRY_BYTES = 34
+"""Encoded bytes of one position in a :class:`Digest`, rounded up: the 20-byte address with its header
+(22), the 64-bit digest (9) and the array header."""
 
 
 def _record_fields(r: Record) -> list[Any]:
@@ -228,6 +268,10 @@ def encode(message: Message) -> bytes:
         fields = [_SYNC, m.sync_id]
     elif isinstance(m, Role):
         fields = [_ROLE, m.req_id, m.key, m.index, m.digest]
+    elif isinstance(m, Digest):
+        fields = [_DIGEST, m.req_id, [[p, d] for p, d in m.positions]]
+    elif isinstance(m, DigestReply):
+        fields = [_DIGEST_REPLY, m.req_id, list(m.same)]
     else:
         fields = [_ROLE_REPLY, m.req_id, int(m.verdict)]
     data: bytes = msgpack.packb([VERSION, *fields], use_bin_type=True)
@@ -352,6 +396,16 @@ def decode(data: bytes, config: DhtConfig) -> Message:
     if kind == _ROLE_REPLY and len(f) == 4:
         verdict = Verdict(r.int_(f[3], min(Verdict), max(Verdict), "verdict"))
         return RoleReply(r.ident(f[2], "req_id"), verdict)
+    if kind == _DIGEST and len(f) == 4:
+        pairs = []
+        for x in r.list_(f[3], None, "positions"):
+            pair = r.list_(x, 2, "position digest")
+            position = r.bytes_(pair[0], POSITION_BYTES, POSITION_BYTES, "position")
+            pairs.append((position, r.int_(pair[1], 0, MAX_ID, "digest")))
+        return Digest(r.ident(f[2], "req_id"), tuple(pairs))
+    if kind == _DIGEST_REPLY and len(f) == 4:
+        same = tuple(r.int_(x, 0, MAX_ID, "position number") for x in r.list_(f[3], None, "same"))
+        return DigestReply(r.ident(f[2], "req_id"), same)
     raise DecodeError(f"unknown message type {kind!r} with {len(f)} fields")
 
 

@@ -28,6 +28,8 @@ from overlay import Address, Delivered, Identity, NeighboursChanged, Router, Ser
 
 from .codec import (
     DecodeError,
+    Digest,
+    DigestReply,
     Get,
     GetReply,
     Held,
@@ -297,7 +299,9 @@ class DhtNode:
             return
         src = event.src
         request = isinstance(message, Write | Get)
-        if (request or isinstance(message, Sync | Store | Role)) and not self._allowed(src, request, now):
+        if (request or isinstance(message, Sync | Store | Role | Digest)) and not self._allowed(
+            src, request, now
+        ):
             self.stats.rate_limited += 1
             self.stats.rate_limited_requests += request
             log.debug("%s: rate limit: dropped %s from %s", self._tag, type(message).__name__, short(src))
@@ -324,6 +328,10 @@ class DhtNode:
             self.replicator.handle_sync(src, message, now)
         elif isinstance(message, Role):
             self.replicator.handle_role(src, message, now)
+        elif isinstance(message, Digest):
+            self.replicator.handle_digest(src, message, now)
+        elif isinstance(message, DigestReply):
+            self.replicator.handle_digest_reply(src, message, now)
         else:
             self.replicator.handle_role_reply(src, message, now)
 

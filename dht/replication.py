@@ -24,24 +24,32 @@ resync, so an extra copy lives a minute at most.
 Which version a neighbour has is tracked per (position, neighbour) as a digest of the statements,
 set when the neighbour acknowledges a push or when it sent us exactly what we now hold, so unchanged
 positions cost nothing and a change travels once per neighbour. Every ``resync_interval_s`` the
-digests are forgotten and everything is pushed again, which repairs copies lost without a trace.
+digests are forgotten and everything is checked again, which repairs copies lost without a trace: a
+neighbour is first sent the digests alone (:mod:`dht.digests`) and then only the positions it does not
+hold in our version; a hand-over routed to a position is pushed in full.
 
 A node whose neighbourhood gained members asks each new one to *sync*: "send me the positions I should
 hold". Until every answer arrived (or ``sync_timeout_s`` passed) the node is *not ready*: it answers
 writes with NOT_READY, so a newcomer never accepts a create for a position whose reservation its
 predecessor still holds — the race :mod:`dht.ops` must never lose.
+
+The other way round, we push nothing to a new neighbour until it asked us to sync (or
+``sync_timeout_s`` passed): the answer carries every position it should hold by our view, so pushing
+on sight too sent those twice. Both waits are :mod:`dht.syncs`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from random import Random
 
 from overlay import Address, key_address, short
 
 from .codec import (
+    Digest,
+    DigestReply,
     PositionRecords,
     Role,
     RoleReply,
@@ -54,9 +62,11 @@ from .codec import (
 )
 from .codec import Store as StoreMsg
 from .config import DhtConfig
+from .digests import DigestExchange, same_versions
 from .stats import DhtStats
 from .store import Store as RecordStore
 from .store import digest_of
+from .syncs import SyncWaits
 from .view import View
 
 log = logging.getLogger(__name__)
@@ -85,14 +95,6 @@ class _Batch:
     attempts: int = 1
 
 
-@dataclass(slots=True)
-class _SyncWait:
-    peer: Address
-    deadline: float
-    parts: int = 0
-    seen: set[int] = field(default_factory=set)
-
-
 class Replicator:
     def __init__(
         self,
@@ -110,7 +112,7 @@ class Replicator:
         self.config = config
         self.rng = rng
         self.stats = stats
-        self._send = send
+        self._send_raw = send
         self._new_id = new_id
         self.view = View(me, config.copies)
         self._has: dict[Address, dict[Address, int]] = {}
@@ -126,8 +128,15 @@ class Replicator:
         self._pending: dict[tuple[Address, bool], dict[Address, _Pending]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
         self._batches: dict[int, _Batch] = {}
-        self._syncs: dict[int, _SyncWait] = {}
+        self._syncs = SyncWaits(config.sync_timeout_s)
         self._resync_at: float | None = None
+        self._digests = DigestExchange(config, new_id)
+        self._digest_outbox: dict[Address, dict[Address, None]] = {}
+        """At a resync, what would be pushed to each neighbour: asked about by digest first."""
+
+    def _send(self, dest: Address, payload: bytes, now: float, exact: bool) -> None:
+        self.stats.replication_bytes += len(payload)
+        self._send_raw(dest, payload, now, exact)
 
     # -- the view -------------------------------------------------------------------------------
 
@@ -140,11 +149,9 @@ class Replicator:
         self.view.update(left, right)
         for gone in [a for a in before if a not in self.members]:
             self._forget_peer(gone)
-        for wait_id in [i for i, w in self._syncs.items() if w.peer not in self.members]:
-            del self._syncs[wait_id]
         for new in [a for a in self.members if a not in before]:
             sync_id = self._new_id()
-            self._syncs[sync_id] = _SyncWait(new, now + self.config.sync_timeout_s)
+            self._syncs.joined(new, sync_id, now)
             self._send(new, encode(Sync(sync_id)), now, True)
         log.info("%s: neighbours %s | %s", short(self.me), _names(self.view.left), _names(self.view.right))
         self.maintain(now)
@@ -154,13 +161,16 @@ class Replicator:
 
     def ready(self, now: float) -> bool:
         """False while a new neighbour may still be sending us positions we should hold."""
-        return not any(w.deadline > now for w in self._syncs.values())
+        return self._syncs.ready(now)
 
     def _forget_peer(self, peer: Address) -> None:
         for has in self._has.values():
             has.pop(peer, None)
         self._pending.pop((peer, False), None)
         self._outbox.pop((peer, False), None)
+        self._syncs.left(peer)
+        self._digests.forget(peer)
+        self._digest_outbox.pop(peer, None)
         for batch_id in [i for i, b in self._batches.items() if b.target == peer and not b.routed]:
             del self._batches[batch_id]
 
@@ -225,7 +235,14 @@ class Replicator:
         self._send(pos, encode(Role(req_id, entry.key, entry.index, digest)), now, False)
 
     def _queue(self, target: tuple[Address, bool], pos: Address) -> None:
-        if pos not in self._pending.get(target, {}):
+        peer, routed = target
+        if not routed and (self._syncs.holding(peer) or self._digests.in_flight(peer, pos)):
+            return  # its sync request will fetch it, or our digest asks whether it holds it already
+        if pos in self._pending.get(target, {}):
+            return
+        if self._resyncing and not routed:
+            self._digest_outbox.setdefault(peer, {})[pos] = None
+        else:
             self._outbox.setdefault(target, {})[pos] = None
 
     def _drop(self, pos: Address, why: str) -> None:
@@ -239,6 +256,11 @@ class Replicator:
         self._asked.pop(pos, None)
 
     def _flush(self, now: float) -> None:
+        asks, self._digest_outbox = self._digest_outbox, {}
+        for peer, positions in asks.items():
+            entries = [(p, self.store.digest(p, now)) for p in positions if self.store.live_size(p, now)]
+            for message in self._digests.ask(peer, entries, now):
+                self._send(peer, encode(message), now, True)
         outbox, self._outbox = self._outbox, {}
         for (target, routed), positions in outbox.items():
             snaps = [(p, s) for p in positions if (s := self.store.snapshot(p, now)) is not None]
@@ -295,13 +317,8 @@ class Replicator:
                     self._has.setdefault(pos, {})[src] = digest_of(live)
         if message.batch_id:
             self._send(src, encode(StoreAck(message.batch_id, tuple(refused))), now, True)
-        wait = self._syncs.get(message.sync_id) if message.sync_id else None
-        if wait is not None and wait.peer == src:
-            wait.parts = message.parts
-            wait.seen.add(message.part)
-            if len(wait.seen) >= wait.parts:
-                del self._syncs[message.sync_id]
-                log.debug("%s: synced with %s", short(self.me), short(src))
+        if self._syncs.answer(src, message.sync_id, message.part, message.parts):
+            log.debug("%s: synced with %s", short(self.me), short(src))
         self.maintain(now, changed)
 
     def _count(self, status: Status) -> bool:
@@ -377,9 +394,30 @@ class Replicator:
             self._queue((pos, True), pos)  # hand our version over; we ask again at the next change
             self._flush(now)
 
+    def handle_digest(self, src: Address, digest: Digest, now: float) -> None:
+        """Tell ``src`` which of the positions it listed we hold in its version; it pushes the rest."""
+        same = same_versions(self.store, digest, now)
+        if src in self.members:
+            for n in same:
+                raw, version = digest.positions[n]
+                self._has.setdefault(Address(int.from_bytes(raw, "big")), {})[src] = version
+        self._send(src, encode(DigestReply(digest.req_id, same)), now, True)
+
+    def handle_digest_reply(self, src: Address, reply: DigestReply, now: float) -> None:
+        answer = self._digests.answered(src, reply)
+        if answer is None:
+            return
+        held, lacking = answer
+        for pos, digest in held:
+            if pos in self.store and self.store.digest(pos, now) == digest:
+                self._has.setdefault(pos, {})[src] = digest
+        self.maintain(now, [pos for pos, _d in held] + lacking)
+
     def handle_sync(self, src: Address, sync: Sync, now: float) -> None:
         """Send ``src`` every position it should hold by our view with it added — at least one
-        (possibly empty) part, so that it knows we are done."""
+        (possibly empty) part, so that it knows we are done. Pushes to it held back until it asked
+        start now: what the answer did not carry is pushed by the maintenance that follows."""
+        released = self._syncs.request(src, now)
         snaps = []
         for pos in self.store.positions():
             if self.view.in_span(pos) and src in self.view.desired(pos, extra=src):
@@ -391,12 +429,14 @@ class Replicator:
             self._send_batches(key, snaps, sync.sync_id, now)
         else:
             self._send(src, encode(StoreMsg(0, sync.sync_id, 0, 1, ())), now, True)
+        if released:
+            self.maintain(now)
 
     # -- time -----------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         times = [b.resend_at for b in self._batches.values()]
-        times += [w.deadline for w in self._syncs.values()]
+        times += [t for t in (self._syncs.next_deadline(), self._digests.next_deadline()) if t is not None]
         if self._resync_at is not None:
             times.append(self._resync_at)
         return min(times) if times else None
@@ -405,9 +445,12 @@ class Replicator:
         c = self.config
         if self._resync_at is None:
             self._resync_at = now + c.resync_interval_s * (1 - 0.25 * self.rng.random())
-        for sync_id in [i for i, w in self._syncs.items() if w.deadline <= now]:
-            log.debug("%s: no sync answer from %s", short(self.me), short(self._syncs[sync_id].peer))
-            del self._syncs[sync_id]
+        silent, late = self._syncs.expire(now)
+        if silent or late:
+            log.debug("%s: no sync from %s, none asked by %s", short(self.me), _names(silent), _names(late))
+        unanswered = [pos for _peer, positions in self._digests.expired(now) for pos in positions]
+        if unanswered and not late:
+            self.maintain(now, unanswered)
         for batch_id, batch in list(self._batches.items()):
             if batch.resend_at > now:
                 continue
@@ -430,6 +473,8 @@ class Replicator:
             self._resyncing = True
             self.maintain(now)
             self._resyncing = False
+        elif late:
+            self.maintain(now)
 
     def sweep(self, now: float) -> None:
         self.store.sweep(now)
@@ -438,6 +483,7 @@ class Replicator:
             del self._roles[req_id]
         for pos in [p for p in self._has if p not in self.store]:
             self._forget_position(pos)
+        self._syncs.sweep(now)
 
 
 def _names(addresses: Iterable[Address]) -> str:

@@ -32,6 +32,9 @@ class DhtStats:
     gets_answered: int = 0
     pushes_sent: int = 0
     """Batches of records sent to neighbours (copies, hand-over, sync answers), resends included."""
+    replication_bytes: int = 0
+    """Payload bytes of every replication message sent (pushes and their resends, sync requests and
+    answers, acknowledgements, role questions and answers): what keeping copies costs."""
     positions_handed_over: int = 0
     """Positions dropped after their new holders acknowledged them."""
     repairs_sent: int = 0

@@ -156,6 +156,7 @@ class DhtScenario:
         sched.run_for(STORE_WINDOW_S + 5.0)
         start = self.cluster.now
         msgs0, bytes0 = self.sim.traffic()
+        stats0 = self.sim.stats()
         if self.session_median_s is not None:
             self.churning = True
             for sd in self.sim:
@@ -178,12 +179,18 @@ class DhtScenario:
             sched.run_for(10.0)
         window = self.cluster.now - start
         msgs1, bytes1 = self.sim.traffic()
+        stats1 = self.sim.stats()
+        replication = (
+            stats1.replication_bytes - stats0.replication_bytes,
+            stats1.pushes_sent - stats0.pushes_sent,
+        )
         self.churning = self.measuring = False
         self.say("dht: draining")
         sched.run_for(DRAIN_S)
-        return self._report(window, msgs1 - msgs0, bytes1 - bytes0)
+        return self._report(window, msgs1 - msgs0, bytes1 - bytes0, replication)
 
-    def _report(self, window: float, msgs: int, octets: int) -> dict[str, Any]:
+    def _report(self, window: float, msgs: int, octets: int, replication: tuple[int, int]) -> dict[str, Any]:
+        """The JSON fields; ``replication`` is (replication bytes, pushes) sent during the window."""
         t = self.tally
         lost = self._lost_records()
         stats: DhtStats = self.sim.stats()
@@ -208,6 +215,8 @@ class DhtScenario:
             "records_lost": lost[1],
             "dht_msgs_per_node_s": round(msgs / per, 3) if per else None,
             "dht_bytes_per_node_s": round(octets / per, 1) if per else None,
+            "dht_replication_bytes_per_node_s": round(replication[0] / per, 1) if per else None,
+            "dht_pushes_per_node_s": round(replication[1] / per, 3) if per else None,
             "dht_ownership_lost": self.sim.ownership_lost,
             "dht_stats": stats.as_dict(),
         }

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from dht import DecodeError, DhtConfig, Kind, Record
 from dht.codec import (
     MAX_ID,
+    Digest,
+    DigestReply,
     Get,
     GetReply,
     Held,
@@ -69,7 +71,7 @@ def helds(draw: st.DrawFn, key: bytes) -> Held:
 def messages(draw: st.DrawFn) -> Message:
     key = draw(st.binary(min_size=1, max_size=40))
     small = st.lists(helds(key), max_size=2)
-    choice = draw(st.integers(0, 8))
+    choice = draw(st.integers(0, 10))
     if choice == 0:
         return Write(draw(ids), draw(indices), draw(records(key)))
     if choice == 1:
@@ -94,7 +96,12 @@ def messages(draw: st.DrawFn) -> Message:
         return Sync(draw(ids))
     if choice == 7:
         return Role(draw(ids), key, draw(indices), draw(ids))
-    return RoleReply(draw(ids), draw(st.sampled_from(Verdict)))
+    if choice == 8:
+        return RoleReply(draw(ids), draw(st.sampled_from(Verdict)))
+    if choice == 9:
+        pairs = st.tuples(st.binary(min_size=20, max_size=20), ids)
+        return Digest(draw(ids), tuple(draw(st.lists(pairs, max_size=4))))
+    return DigestReply(draw(ids), tuple(draw(st.lists(st.integers(0, 200), max_size=5))))
 
 
 @settings(max_examples=400)
@@ -138,6 +145,10 @@ def test_integer_remaining_is_read_as_float() -> None:
         [1, 5, 1, 0, 0, 257, []],  # too many parts
         [1, 4, 1, 0, b"k", 0, 1, 1, []],  # ready must be a boolean
         [1, 2, 1, 0, 99, 0, b""],  # unknown status
+        [1, 10, 1, [[b"p" * 19, 5]]],  # a position is 20 bytes
+        [1, 10, 1, [[b"p" * 20]]],  # a digest entry without its digest
+        [1, 10, 1, [[b"p" * 20, -1]]],  # a negative digest
+        [1, 11, 1, [-1]],  # a negative position number
         [1, 2, 1, 0, 0, 0, b"x" * 33],  # owner too long
         [1, 9, 1, 4],  # unknown verdict
         [1, 8, 1, b"k", 0, -1],  # negative digest
