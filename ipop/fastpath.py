@@ -40,6 +40,7 @@ from vnproto import (
     NO_OFFLOAD,
     VNET_HDR_LEN,
     DecodeError,
+    TcpRun,
     coalesce,
     fragmentation_needed_frame,
     header_problem,
@@ -91,11 +92,11 @@ class FastPath:
         links: DirectLinks,
         *,
         tap_offload: bool,
-        write_vframe: Callable[[bytes], object],
+        write_vframe: Callable[[bytes | memoryview], object],
         write_frame: Callable[[bytes], object],
     ) -> None:
-        """``write_vframe`` writes a virtio frame to an offloading TAP; ``write_frame`` a plain
-        Ethernet frame (to either kind of TAP)."""
+        """``write_vframe`` writes a virtio frame to an offloading TAP (it may be given a view that is
+        valid during the call only); ``write_frame`` a plain Ethernet frame (to either kind of TAP)."""
         self.core = core
         self.links = links
         self.tap_offload = tap_offload
@@ -109,6 +110,9 @@ class FastPath:
         self._eth = core.config.host_mac + core.remote_mac + IPV4
         self._me = core.config.address
         self._batch: list[bytes] = []
+        self._run: TcpRun | None = TcpRun(write_vframe, self._eth) if tap_offload else None
+        """Where the overlay decrypts our messages (the :class:`overlay.AppSink` side) and merges
+        them into TAP frames in place; only for an offloading TAP."""
         self._headers: dict[bytes, int] = {}
         """Peers' virtio-net headers seen: the least frame length each fits (-1: never valid)."""
         self.tx_direct = 0
@@ -251,6 +255,8 @@ class FastPath:
             self.rx_direct += 1
             self.core.receiver.rx_packets += 1
             packet = memoryview(plaintext)[at:]
+            if self._run is not None:
+                self._run.flush()  # what the run holds arrived first
             if vh is None or vh == NO_OFFLOAD:
                 if self.tap_offload:
                     self._batch.append(b"".join((NO_OFFLOAD, self._eth, packet)))
@@ -284,6 +290,62 @@ class FastPath:
         for piece in pieces:
             self.core.receiver.received(src, KIND_UNICAST, bytes(piece[VNET_ETH:]), now)
 
+    # -- the overlay's messages, decrypted in place (overlay.AppSink) -----------------------------------
+
+    def room(self, size: int) -> tuple[memoryview, int] | None:
+        """Where the overlay decrypts our next message of ``size`` bytes (None: no offloading TAP, or
+        too big for the run's buffer)."""
+        run = self._run
+        if run is None:
+            return None
+        at = run.slot(size)
+        return None if at < 0 else (run.view, at)
+
+    def unused(self) -> None:
+        """The room was not used for our message: the run takes back what it covered."""
+        if self._run is not None:
+            self._run.release()
+
+    def opened(self, src: Address, size: int, now: float) -> None:
+        """Our message from ``src`` is in the room: it joined the open TCP run, or it is checked as in
+        :meth:`app_message` and becomes a frame where it lies (or takes the general path, copied)."""
+        run = self._run
+        if run is None:
+            return
+        if self._batch:
+            self._write_batch()  # what :meth:`app_message` collected arrived first
+        at = run.append(src)
+        if at < 0:
+            self.rx_direct += 1
+            self.core.receiver.rx_packets += 1
+            return
+        buf = run.buf
+        head = buf[at + APP : at + APP + HEADER_LEN]
+        if head == self._vnet:
+            ip_at, vh_at = APP + CARRIED, APP + HEADER_LEN
+        elif head == self._uni:
+            ip_at, vh_at = APP + HEADER_LEN, -1
+        else:
+            self._slow(src, bytes(buf[at : at + size]), now)
+            return
+        ip = at + ip_at
+        if (
+            size >= ip_at + MIN_PACKET
+            and buf[ip] >> 4 == 4
+            and bytes(buf[ip + 16 : ip + 20]) in self._held
+            and self._routes.get(bytes(buf[ip + 12 : ip + 16])) == src
+        ):
+            if vh_at >= 0:
+                vh = bytes(buf[at + vh_at : at + vh_at + VNET_HDR_LEN])
+                if vh != NO_OFFLOAD and not self._header_ok(vh, ETH + size - ip_at):
+                    self.dropped += 1
+                    return
+            self.rx_direct += 1
+            self.core.receiver.rx_packets += 1
+            run.start(ip_at, vh_at, src)
+            return
+        self.app_message(src, bytes(buf[at : at + size]), now)  # the general path decides
+
     def _header_ok(self, vh: bytes, frame_len: int) -> bool:
         """``header_problem`` for a peer's virtio-net header, remembered per header: the pieces of one
         super-frame carry the same header, and only its checksum position depends on the length."""
@@ -314,9 +376,13 @@ class FastPath:
 
     def end_batch(self) -> None:
         """The overlay read everything one wake-up brought: merge and write what was collected."""
+        if self._run is not None:
+            self._run.flush()
+        if self._batch:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
         batch = self._batch
-        if not batch:
-            return
         self._batch = []
         frames = coalesce(batch) if len(batch) > 1 else batch
         write = self._write_vframe
@@ -329,7 +395,7 @@ class FastPath:
             "tx_direct": self.tx_direct,
             "tx_pieces": self.tx_pieces,
             "rx_direct": self.rx_direct,
-            "rx_writes": self.rx_writes,
+            "rx_writes": self.rx_writes + (self._run.writes if self._run is not None else 0),
             "dropped": self.dropped,
         }
 

@@ -56,6 +56,26 @@ class AppReceiver(Protocol):
         ...
 
 
+class AppSink(Protocol):
+    """Takes a service's messages from direct links into its own buffer: the data path decrypts each
+    datagram straight where the sink says (``ipop.fastpath`` builds its TAP frames there)."""
+
+    def room(self, size: int) -> tuple[memoryview, int] | None:
+        """Where to decrypt a plaintext of ``size`` bytes: a buffer and an offset (None: nowhere, open
+        it the ordinary way). Followed by exactly one :meth:`opened` or :meth:`unused`."""
+        ...
+
+    def opened(self, src: Address, size: int, now: float) -> None:
+        """The plaintext in the room is an authentic message of the sink's service from the direct-link
+        peer ``src`` (its payload after :data:`APP_HEADER`). Must not raise."""
+        ...
+
+    def unused(self) -> None:
+        """The room was not used for a message of the sink's service (the datagram did not open, or
+        carried something else): its bytes may have been overwritten; restore them."""
+        ...
+
+
 class DataPath:
     """The fast path of one node (see the module's docstring)."""
 
@@ -68,6 +88,8 @@ class DataPath:
         self._armed: dict[Address, float] = {}
         self._sessions: dict[int, tuple[Session, Link]] = {}
         """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
+        self._sink: AppSink | None = None
+        self._sink_service = -1
         self.rx_datagrams = 0
         """Datagrams :meth:`receive` took (the node's own counters do not see them)."""
         self.rx_bytes = 0
@@ -87,24 +109,73 @@ class DataPath:
         session, link = entry
         if link.endpoint != addr:
             return False  # roaming: the node follows the new endpoint
+        counter = int.from_bytes(data[6:14], "big")
+        sink = self._sink
+        size = len(data) - DATA_OVERHEAD
+        if sink is not None and size > APP_HEADER:
+            room = sink.room(size)
+            if room is not None:
+                return self._receive_into(sink, room, session, link, data, addr, counter, now)
         try:
-            plaintext = session.open(data, int.from_bytes(data[6:14], "big"), now)
+            plaintext = session.open(data, counter, now)
         except LinkDecodeError:
             if session.state is SessionState.CLOSED:
                 del self._sessions[session.index]
             return False
+        self._received(link, len(data), now)
+        self._deliver(session, link, plaintext, addr, now)
+        return True
+
+    def _receive_into(
+        self,
+        sink: AppSink,
+        room: tuple[memoryview, int],
+        session: Session,
+        link: Link,
+        data: bytes | memoryview,
+        addr: Endpoint,
+        counter: int,
+        now: float,
+    ) -> bool:
+        """:meth:`receive` with the plaintext decrypted into the sink's room."""
+        buf, at = room
+        try:
+            size = session.open_into(data, counter, now, buf, at)
+        except LinkDecodeError:
+            sink.unused()
+            if session.state is SessionState.CLOSED:
+                del self._sessions[session.index]
+            return False
+        self._received(link, len(data), now)
+        if buf[at] == KIND_APP and buf[at + 1] == self._sink_service:
+            link.last_app = now
+            sink.opened(link.peer, size, now)
+            return True
+        plaintext = bytes(buf[at : at + size])
+        sink.unused()
+        self._deliver(session, link, plaintext, addr, now)
+        return True
+
+    def _received(self, link: Link, size: int, now: float) -> None:
         self.rx_datagrams += 1
-        self.rx_bytes += len(data)
+        self.rx_bytes += size
         link.last_rx = now
         link.probe_tries = 0
+
+    def _deliver(self, session: Session, link: Link, plaintext: bytes, addr: Endpoint, now: float) -> None:
+        """An opened plaintext that no sink took: its receiver, or the node's dispatch."""
         if len(plaintext) >= APP_HEADER and plaintext[0] == KIND_APP:
             receiver = self.receivers.get(plaintext[1])
             if receiver is not None:
                 link.last_app = now
                 receiver.app_message(link.peer, plaintext, now)
-                return True
+                return
         self.node.on_plaintext(session, plaintext, addr, now)
-        return True
+
+    def set_sink(self, service: int, sink: AppSink | None) -> None:
+        """Decrypt ``service``'s messages from learnt direct-link sessions into ``sink`` (None: stop)."""
+        self._sink = sink
+        self._sink_service = service if sink is not None else -1
 
     def learn(self, session: Session, link: Link) -> None:
         """``session`` of the direct ``link`` delivered to a receiver: take its later datagrams."""
