@@ -86,6 +86,12 @@ class DirectLinks(Protocol):
 class FastPath:
     """The offload data path of one node (see the module's docstring)."""
 
+    room: Callable[[int], int]
+    """Where in :attr:`view` the overlay decrypts our next message of ``size`` bytes (-1: no
+    offloading TAP, or too big for the run's buffer): the run's own method, one call per datagram."""
+    unused: Callable[[], None]
+    """The room was not used for our message: the run takes back what it covered."""
+
     def __init__(
         self,
         core: VnetCore,
@@ -113,6 +119,11 @@ class FastPath:
         self._run: TcpRun | None = TcpRun(write_vframe, self._eth) if tap_offload else None
         """Where the overlay decrypts our messages (the :class:`overlay.AppSink` side) and merges
         them into TAP frames in place; only for an offloading TAP."""
+        self.room = self._run.slot if self._run is not None else _no_room
+        self.unused = self._run.release if self._run is not None else _no_release
+        self._append = self._run.append if self._run is not None else _no_append
+        self._merged = 0
+        """``run.merged`` when the counters were last brought up to date (:meth:`end_batch`)."""
         self._headers: dict[bytes, int] = {}
         """Peers' virtio-net headers seen: the least frame length each fits (-1: never valid)."""
         self.tx_direct = 0
@@ -292,33 +303,25 @@ class FastPath:
 
     # -- the overlay's messages, decrypted in place (overlay.AppSink) -----------------------------------
 
-    def room(self, size: int) -> tuple[memoryview, int] | None:
-        """Where the overlay decrypts our next message of ``size`` bytes (None: no offloading TAP, or
-        too big for the run's buffer)."""
-        run = self._run
-        if run is None:
-            return None
-        at = run.slot(size)
-        return None if at < 0 else (run.view, at)
-
-    def unused(self) -> None:
-        """The room was not used for our message: the run takes back what it covered."""
-        if self._run is not None:
-            self._run.release()
+    @property
+    def view(self) -> memoryview:
+        """The run's buffer, where the overlay decrypts our messages (empty: no offloading TAP)."""
+        return self._run.view if self._run is not None else memoryview(b"")
 
     def opened(self, src: Address, size: int, now: float) -> None:
         """Our message from ``src`` is in the room: it joined the open TCP run, or it is checked as in
         :meth:`app_message` and becomes a frame where it lies (or takes the general path, copied)."""
+        at = self._append(src)  # a continuation of the run: done (counted from run.merged)
+        if at >= 0:
+            self._fresh(src, at, size, now)
+
+    def _fresh(self, src: Address, at: int, size: int, now: float) -> None:
+        """:meth:`opened` for a message that did not continue the run, now at ``at``."""
         run = self._run
         if run is None:
             return
         if self._batch:
             self._write_batch()  # what :meth:`app_message` collected arrived first
-        at = run.append(src)
-        if at < 0:
-            self.rx_direct += 1
-            self.core.receiver.rx_packets += 1
-            return
         buf = run.buf
         head = buf[at + APP : at + APP + HEADER_LEN]
         if head == self._vnet:
@@ -376,8 +379,14 @@ class FastPath:
 
     def end_batch(self) -> None:
         """The overlay read everything one wake-up brought: merge and write what was collected."""
-        if self._run is not None:
-            self._run.flush()
+        run = self._run
+        if run is not None:
+            run.flush()
+            merged = run.merged - self._merged  # segments that joined a run, counted at once
+            if merged:
+                self._merged = run.merged
+                self.rx_direct += merged
+                self.core.receiver.rx_packets += merged
         if self._batch:
             self._write_batch()
 
@@ -398,6 +407,18 @@ class FastPath:
             "rx_writes": self.rx_writes + (self._run.writes if self._run is not None else 0),
             "dropped": self.dropped,
         }
+
+
+def _no_room(size: int) -> int:
+    return -1
+
+
+def _no_release() -> None:
+    pass
+
+
+def _no_append(peer: object) -> int:
+    raise AssertionError("nothing was decrypted into a run: no offloading TAP")
 
 
 def _tcp_syn(buf: bytes, base: int) -> bool:

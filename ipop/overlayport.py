@@ -262,6 +262,7 @@ class OverlayPort:
             self.node.datapath.set_sink(service, sink)
         self.driver.after_batch.append(end_batch)
         self.driver.fast_receive = self.node.datapath.receive
+        self.driver.fast_receive_many = self.node.datapath.receive_many
 
     def flush(self) -> None:
         """Send what the node queued meanwhile (probes started by the data path)."""

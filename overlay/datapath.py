@@ -28,13 +28,14 @@ one; the timers of every link's search run on the node's timer heap (kind ``"pmt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .address import Address
 from .events import Endpoint
 from .linkmtu import ASSUMED_PAYLOAD as _ASSUMED
 from .linkmtu import LinkMtus, probe_ack, probe_plaintext, probe_size
-from .linksession import Session, SessionState
+from .linksession import PlaintextSink, Session, SessionState
 from .linkwire import DATA_OVERHEAD, PACKET_DATA, LinkDecodeError
 from .pmtu import PmtuConfig
 from .table import Link
@@ -56,24 +57,11 @@ class AppReceiver(Protocol):
         ...
 
 
-class AppSink(Protocol):
+class AppSink(PlaintextSink, Protocol):
     """Takes a service's messages from direct links into its own buffer: the data path decrypts each
-    datagram straight where the sink says (``ipop.fastpath`` builds its TAP frames there)."""
-
-    def room(self, size: int) -> tuple[memoryview, int] | None:
-        """Where to decrypt a plaintext of ``size`` bytes: a buffer and an offset (None: nowhere, open
-        it the ordinary way). Followed by exactly one :meth:`opened` or :meth:`unused`."""
-        ...
-
-    def opened(self, src: Address, size: int, now: float) -> None:
-        """The plaintext in the room is an authentic message of the sink's service from the direct-link
-        peer ``src`` (its payload after :data:`APP_HEADER`). Must not raise."""
-        ...
-
-    def unused(self) -> None:
-        """The room was not used for a message of the sink's service (the datagram did not open, or
-        carried something else): its bytes may have been overwritten; restore them."""
-        ...
+    datagram straight where the sink says (``ipop.fastpath`` builds its TAP frames there). ``opened``
+    gets the messages of the sink's service (the payload after :data:`APP_HEADER`); the others take
+    the ordinary way."""
 
 
 class DataPath:
@@ -89,7 +77,7 @@ class DataPath:
         self._sessions: dict[int, tuple[Session, Link]] = {}
         """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
         self._sink: AppSink | None = None
-        self._sink_service = -1
+        self._sink_prefix = b""
         self.rx_datagrams = 0
         """Datagrams :meth:`receive` took (the node's own counters do not see them)."""
         self.rx_bytes = 0
@@ -101,66 +89,103 @@ class DataPath:
         it is not one (the caller gives it to ``OverlayNode.receive_datagram``, which also counts
         and explains whatever does not open). Never raises. ``data`` may be a view of one of the
         datagrams of a UDP_GRO read: only the opened plaintext (a new object) is kept."""
-        if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
-            return False
-        entry = self._sessions.get(int.from_bytes(data[2:6], "big"))
-        if entry is None:
-            return False
-        session, link = entry
-        if link.endpoint != addr:
-            return False  # roaming: the node follows the new endpoint
-        counter = int.from_bytes(data[6:14], "big")
-        sink = self._sink
-        size = len(data) - DATA_OVERHEAD
-        if sink is not None and size > APP_HEADER:
-            room = sink.room(size)
-            if room is not None:
-                return self._receive_into(sink, room, session, link, data, addr, counter, now)
-        try:
-            plaintext = session.open(data, counter, now)
-        except LinkDecodeError:
-            if session.state is SessionState.CLOSED:
-                del self._sessions[session.index]
-            return False
-        self._received(link, len(data), now)
-        self._deliver(session, link, plaintext, addr, now)
-        return True
+        return not self.receive_many((data,), addr, now)
 
-    def _receive_into(
+    def receive_many(
+        self, parts: Sequence[bytes | memoryview], addr: Endpoint, now: float
+    ) -> list[bytes | memoryview]:
+        """:meth:`receive` for every datagram of one read from ``addr`` (a UDP_GRO buffer cut into its
+        datagrams), in one call: consecutive datagrams of one session are looked up once. Returns
+        the datagrams it did not take, in order, for the node."""
+        rest: list[bytes | memoryview] = []
+        sessions = self._sessions
+        i, n = 0, len(parts)
+        while i < n:
+            data = parts[i]
+            if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
+                rest.append(data)
+                i += 1
+                continue
+            key = data[2:6]
+            j = i + 1
+            while (
+                j < n
+                and parts[j][2:6] == key
+                and len(parts[j]) >= DATA_OVERHEAD
+                and parts[j][1] == PACKET_DATA
+            ):
+                j += 1
+            group = parts[i:j]
+            i = j
+            entry = sessions.get(int.from_bytes(key, "big"))
+            if entry is None or entry[1].endpoint != addr:  # unknown, or roaming: the node's path
+                rest += group
+                continue
+            session, link = entry
+            if self._sink is None:
+                rest += [d for d in group if not self._receive_one(session, link, d, addr, now)]
+                continue
+            rest += self._open_group(self._sink, session, link, group, addr, now)
+        return rest
+
+    def _open_group(
         self,
         sink: AppSink,
-        room: tuple[memoryview, int],
         session: Session,
         link: Link,
-        data: bytes | memoryview,
+        group: Sequence[bytes | memoryview],
         addr: Endpoint,
-        counter: int,
         now: float,
-    ) -> bool:
-        """:meth:`receive` with the plaintext decrypted into the sink's room."""
-        buf, at = room
-        try:
-            size = session.open_into(data, counter, now, buf, at)
-        except LinkDecodeError:
+    ) -> list[bytes | memoryview]:
+        """Open datagrams of ``session`` into the sink's rooms; returns those that did not open."""
+        rest: list[bytes | memoryview] = []
+        sessions = self._sessions
+        view = sink.view
+        prefix = self._sink_prefix
+        for d in group:
+            size = len(d) - DATA_OVERHEAD
+            at = sink.room(size)
+            if at < 0:
+                if not self._receive_one(session, link, d, addr, now):
+                    rest.append(d)
+                continue
+            try:
+                session.open_into(d, int.from_bytes(d[6:14], "big"), now, view, at)
+            except LinkDecodeError:
+                sink.unused()
+                if session.state is SessionState.CLOSED:
+                    sessions.pop(session.index, None)
+                rest.append(d)
+                continue
+            self.rx_datagrams += 1
+            self.rx_bytes += len(d)
+            link.last_rx = now
+            link.probe_tries = 0
+            if size >= APP_HEADER and view[at] == prefix[0] and view[at + 1] == prefix[1]:
+                link.last_app = now
+                sink.opened(link.peer, size, now)
+                continue
+            plaintext = bytes(view[at : at + size])
             sink.unused()
-            if session.state is SessionState.CLOSED:
-                del self._sessions[session.index]
-            return False
-        self._received(link, len(data), now)
-        if buf[at] == KIND_APP and buf[at + 1] == self._sink_service:
-            link.last_app = now
-            sink.opened(link.peer, size, now)
-            return True
-        plaintext = bytes(buf[at : at + size])
-        sink.unused()
-        self._deliver(session, link, plaintext, addr, now)
-        return True
+            self._deliver(session, link, plaintext, addr, now)
+        return rest
 
-    def _received(self, link: Link, size: int, now: float) -> None:
+    def _receive_one(
+        self, session: Session, link: Link, data: bytes | memoryview, addr: Endpoint, now: float
+    ) -> bool:
+        """Open one datagram of ``session`` the ordinary way (no sink) and deliver it."""
+        try:
+            plaintext = session.open(data, int.from_bytes(data[6:14], "big"), now)
+        except LinkDecodeError:
+            if session.state is SessionState.CLOSED:
+                self._sessions.pop(session.index, None)
+            return False
         self.rx_datagrams += 1
-        self.rx_bytes += size
+        self.rx_bytes += len(data)
         link.last_rx = now
         link.probe_tries = 0
+        self._deliver(session, link, plaintext, addr, now)
+        return True
 
     def _deliver(self, session: Session, link: Link, plaintext: bytes, addr: Endpoint, now: float) -> None:
         """An opened plaintext that no sink took: its receiver, or the node's dispatch."""
@@ -175,7 +200,7 @@ class DataPath:
     def set_sink(self, service: int, sink: AppSink | None) -> None:
         """Decrypt ``service``'s messages from learnt direct-link sessions into ``sink`` (None: stop)."""
         self._sink = sink
-        self._sink_service = service if sink is not None else -1
+        self._sink_prefix = bytes((KIND_APP, service))
 
     def learn(self, session: Session, link: Link) -> None:
         """``session`` of the direct ``link`` delivered to a receiver: take its later datagrams."""

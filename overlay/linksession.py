@@ -27,6 +27,7 @@ each datagram (about 2 us), which suits a simulator of many nodes with sparse tr
 from __future__ import annotations
 
 from enum import Enum
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -90,6 +91,30 @@ large ones the view saves copying (60 kB: 17.4 us vs 19.4 us). Plaintexts above 
 one preallocated buffer where the library offers ``encrypt_into`` (cryptography 45 and later)."""
 
 _ENCRYPT_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(ChaCha20Poly1305, "encrypt_into")
+
+
+class PlaintextSink(Protocol):
+    """Where :meth:`Session.open_many` decrypts plaintexts: a buffer, and a slot in it per datagram."""
+
+    @property
+    def view(self) -> memoryview:
+        """The sink's buffer."""
+        ...
+
+    def room(self, size: int) -> int:
+        """Where in :attr:`view` to decrypt a plaintext of ``size`` bytes (-1: nowhere). Followed by
+        exactly one call of :meth:`opened` or :meth:`unused`."""
+        ...
+
+    def opened(self, src: Address, size: int, now: float) -> None:
+        """The plaintext in the room is authentic and the sink's, from the session's peer ``src``.
+        Must not raise."""
+        ...
+
+    def unused(self) -> None:
+        """The room was not used (the datagram did not open, or was not the sink's): its bytes may
+        have been overwritten; restore them."""
+        ...
 
 
 class SessionExhausted(RuntimeError):

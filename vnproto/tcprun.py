@@ -73,20 +73,24 @@ _FREE_FLAGS = TCP_PSH | TCP_FIN | TCP_CWR
 MAX_HEADERS = 256
 """Distinct virtio headers of continuations remembered (the table starts again when full)."""
 
-_MASKS: dict[int, int] = {}
+_MASKS: dict[tuple[int, int, int], int] = {}
 
 
-def _mask(hlen: int) -> int:
-    """The bytes of an IPv4 (no options) + TCP header of ``hlen`` bytes that must be equal between the
-    segments of a run, as an integer mask: all but IP length, identification and checksum, TCP sequence
-    number, the flags PSH, FIN and CWR, and TCP checksum."""
-    mask = _MASKS.get(hlen)
+def _mask(ip_at: int, vh_at: int, hlen: int) -> int:
+    """The bytes of a plaintext up to its payload (the caller's lead, a virtio header at ``vh_at``
+    unless -1, an IPv4 header without options and a TCP header, ``hlen`` bytes together, at
+    ``ip_at``) that must be equal between the segments of a run, as an integer mask: all but the
+    virtio header (checked on its own), IP length, identification and checksum, TCP sequence number,
+    the flags PSH, FIN and CWR, and TCP checksum."""
+    mask = _MASKS.get((ip_at, vh_at, hlen))
     if mask is None:
-        keep = bytearray(b"\xff" * hlen)
+        keep = bytearray(b"\xff" * (ip_at + hlen))
+        if vh_at >= 0:
+            keep[vh_at : vh_at + VNET_HDR_LEN] = bytes(VNET_HDR_LEN)
         for at, width in ((2, 4), (10, 2), (24, 4), (36, 2)):
-            keep[at : at + width] = bytes(width)
-        keep[33] = 0xFF & ~_FREE_FLAGS
-        mask = _MASKS[hlen] = int.from_bytes(keep, "big")
+            keep[ip_at + at : ip_at + at + width] = bytes(width)
+        keep[ip_at + 33] = 0xFF & ~_FREE_FLAGS
+        mask = _MASKS[(ip_at, vh_at, hlen)] = int.from_bytes(keep, "big")
     return mask
 
 
@@ -101,7 +105,6 @@ class TcpRun:
         "_eth",
         "_first_flags",
         "_gso",
-        "_head",
         "_hlen",
         "_ip_at",
         "_key",
@@ -119,7 +122,9 @@ class TcpRun:
         "_slot",
         "_slot_size",
         "_start",
+        "_vh",
         "_vh_at",
+        "_vh_gso",
         "_write",
         "buf",
         "merged",
@@ -144,7 +149,8 @@ class TcpRun:
         self._slot = self._slot_size = 0
         self._gso: dict[bytes, int] = {}
         self._peer: object = None
-        self._head = b""
+        self._vh = b""
+        self._vh_gso = -1
         self._ip_at = self._vh_at = self._hlen = 0
         self._start = self._l3 = self._data = self._end = 0
         self._size = self._seg = self._room = self._seq = self._count = 0
@@ -196,12 +202,31 @@ class TcpRun:
         at, size = self._slot, self._slot_size
         if not saved:
             return at
-        if self._continues(at, size, peer):
+        buf = self.buf
+        ip_at = self._ip_at
+        l3 = at + ip_at
+        l4 = l3 + 20
+        length = size - ip_at - self._hlen
+        vh_at = self._vh_at
+        if vh_at < 0:
+            gso = 0
+        elif buf[at + vh_at : at + vh_at + VNET_HDR_LEN] == self._vh:
+            gso = self._vh_gso  # the same virtio header as the last segment's
+        else:
+            gso = self._header_gso(bytes(buf[at + vh_at : at + vh_at + VNET_HDR_LEN]))
+        flags = buf[l4 + 13]
+        if (
+            length > 0
+            and gso >= 0
+            and (gso == self._seg if gso else length <= self._seg)
+            and (buf[l3 + 2] << 8 | buf[l3 + 3]) == size - ip_at
+            and int.from_bytes(buf[l4 + 4 : l4 + 8], "big") == self._seq
+            and not flags & TCP_CWR
+            and peer == self._peer
+            and int.from_bytes(buf[at : l4 + self._hlen - 20], "big") & self._mask == self._key
+        ):
             end = self._end
-            view = self.view
-            flags = self.buf[at + self._ip_at + 33]
-            view[at:end] = saved  # the run's last bytes, under the new segment's headers
-            length = size - self._ip_at - self._hlen
+            self.view[at:end] = saved  # the run's last bytes, under the new segment's headers
             self._end = end + length
             self._size += length
             self._seq = (self._seq + length) & 0xFFFFFFFF
@@ -230,7 +255,7 @@ class TcpRun:
         l3 = at + ip_at
         start = l3 - FRAME_HEAD
         vh = bytes(view[at + vh_at : at + vh_at + VNET_HDR_LEN]) if vh_at >= 0 else NO_OFFLOAD
-        head = bytes(view[at : at + (vh_at if vh_at >= 0 else ip_at)])  # before the frame head covers it
+        key = int.from_bytes(buf[at:l3], "big")  # lead and virtio header, before the frame head covers them
         view[start : start + VNET_HDR_LEN] = vh
         view[start + VNET_HDR_LEN : l3] = self._eth
         end = at + size
@@ -240,7 +265,6 @@ class TcpRun:
             return
         self._open = True
         self._peer = peer
-        self._head = head
         self._ip_at, self._vh_at = ip_at, vh_at
         l4 = l3 + 20
         data = l4 + (buf[l4 + 12] >> 4) * 4
@@ -252,8 +276,8 @@ class TcpRun:
         self._seq = (int.from_bytes(buf[l4 + 4 : l4 + 8], "big") + size) & 0xFFFFFFFF
         self._first_flags = self._last_flags = buf[l4 + 13]
         self._addr_sum = sum16(buf[l3 + 12 : l3 + 20])
-        self._mask = mask = _mask(hlen)
-        self._key = int.from_bytes(buf[l3:data], "big") & mask
+        self._mask = mask = _mask(ip_at, vh_at, hlen)
+        self._key = ((key << (hlen * 8)) | int.from_bytes(buf[l3:data], "big")) & mask
         self._count = 1
 
     def flush(self) -> None:
@@ -304,30 +328,13 @@ class TcpRun:
             return -1
         return gso
 
-    def _continues(self, at: int, size: int, peer: object) -> bool:
-        """Whether the plaintext at ``at`` continues the open run (see the module's docstring)."""
-        buf = self.buf
-        ip_at, hlen = self._ip_at, self._hlen
-        l3 = at + ip_at
-        length = size - ip_at - hlen
-        if length <= 0 or peer != self._peer or buf[at : at + len(self._head)] != self._head:
-            return False
-        if self._vh_at >= 0:
-            vh = bytes(buf[at + self._vh_at : at + self._vh_at + VNET_HDR_LEN])
-            gso = self._gso.get(vh)
-            if gso is None:
-                if len(self._gso) >= MAX_HEADERS:
-                    self._gso.clear()
-                gso = self._gso[vh] = _plain_header_gso(vh, _L4)
-            if gso < 0:
-                return False
-        else:
-            gso = 0
-        l4 = l3 + 20
-        return (
-            (buf[l3 + 2] << 8 | buf[l3 + 3]) == size - ip_at
-            and int.from_bytes(buf[l4 + 4 : l4 + 8], "big") == self._seq
-            and not buf[l4 + 13] & TCP_CWR
-            and (gso == self._seg if gso else length <= self._seg)
-            and int.from_bytes(buf[l3 : l3 + hlen], "big") & self._mask == self._key
-        )
+    def _header_gso(self, vh: bytes) -> int:
+        """The segment size a continuation's virtio header declares (0: not GSO; -1: refused),
+        remembered per header and as the last one seen."""
+        gso = self._gso.get(vh)
+        if gso is None:
+            if len(self._gso) >= MAX_HEADERS:
+                self._gso.clear()
+            gso = self._gso[vh] = _plain_header_gso(vh, _L4)
+        self._vh, self._vh_gso = vh, gso
+        return gso

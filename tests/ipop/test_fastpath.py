@@ -40,12 +40,11 @@ class Links:
             assert len(payload) <= self.limit
             self.datagrams.append(len(payload))
             plaintext = bytes((1, service)) + payload
-            room = self.peer.room(len(plaintext)) if self.sink else None
-            if room is None:
+            at = self.peer.room(len(plaintext)) if self.sink else -1
+            if at < 0:
                 self.peer.app_message(self.src, plaintext, 0.0)
                 continue
-            buf, at = room
-            buf[at : at + len(plaintext)] = plaintext
+            self.peer.view[at : at + len(plaintext)] = plaintext
             self.peer.opened(self.src, len(plaintext), 0.0)
         self.peer.end_batch()
         return True

@@ -293,8 +293,8 @@ class Sink:
         self.got: list[tuple[Address, bytes]] = []
         self.unused_calls = 0
 
-    def room(self, size: int) -> tuple[memoryview, int] | None:
-        return (self.view, self.at) if self.at + size <= len(self.buf) else None
+    def room(self, size: int) -> int:
+        return self.at if self.at + size <= len(self.buf) else -1
 
     def opened(self, src: Address, size: int, now: float) -> None:
         self.got.append((src, bytes(self.buf[self.at + APP_HEADER : self.at + size])))
@@ -328,4 +328,9 @@ def test_a_sink_gets_its_service_decrypted_in_place_and_everything_else_goes_as_
     assert collector.got[-1] == (pair.a.address, payloads[3])
     pair.b.datapath.receive(other[1][0], EA, pair.now)  # another service: copied out, room given back
     assert sink.unused_calls == 2 and len(sink.got) == 2
-    assert pair.b.datapath.rx_datagrams == 4
+    link = pair.a.table.get(pair.b.address)
+    session = pair.a.sending_session(link) if link is not None else None
+    assert session is not None
+    sink.buf[sink.at : sink.at + 2] = bytes((1, Service.IPOP))  # what a stale room could hold
+    assert pair.b.datapath.receive(session.seal(b"", pair.now), EA, pair.now)  # a keepalive
+    assert len(sink.got) == 2 and pair.b.datapath.rx_datagrams == 5
