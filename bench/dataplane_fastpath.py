@@ -9,8 +9,9 @@ Two real overlay cores are linked by a handshake in simulated time and two real 
 (the test harness's) hold the addresses; the receiving core's route for the sender's address is
 pointed at the sending overlay node, as the DHT lookup would. Prints one JSON object: per link limit
 (1440: a 1500-byte underlay; 65475: a 65535-byte one, the whole frame in one datagram) the datagrams
-per super-frame and the median and minimum of 7 repeats, in microseconds per super-frame, for each
-side. Run:
+per super-frame and the median and minimum of 7 repeats, in microseconds of this thread's CPU time
+(``time.thread_time``: time the machine gave to other processes is not counted, so the figures hold
+on a shared machine) per super-frame, for each side. Run:
 ``PYTHONPATH=. python -m bench.dataplane_fastpath`` (the figures of ``docs/dataplane.md``, phase 5).
 """
 

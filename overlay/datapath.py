@@ -95,8 +95,9 @@ class DataPath:
         self, parts: Sequence[bytes | memoryview], addr: Endpoint, now: float
     ) -> list[bytes | memoryview]:
         """:meth:`receive` for every datagram of one read from ``addr`` (a UDP_GRO buffer cut into its
-        datagrams), in one call: consecutive datagrams of one session are looked up once. Returns
-        the datagrams it did not take, in order, for the node."""
+        datagrams), in one call: consecutive datagrams of one session are looked up once and, with a
+        sink, opened together (``Session.open_many``). Returns the datagrams it did not take, in
+        order, for the node."""
         rest: list[bytes | memoryview] = []
         sessions = self._sessions
         i, n = 0, len(parts)
@@ -125,49 +126,19 @@ class DataPath:
             if self._sink is None:
                 rest += [d for d in group if not self._receive_one(session, link, d, addr, now)]
                 continue
-            rest += self._open_group(self._sink, session, link, group, addr, now)
-        return rest
-
-    def _open_group(
-        self,
-        sink: AppSink,
-        session: Session,
-        link: Link,
-        group: Sequence[bytes | memoryview],
-        addr: Endpoint,
-        now: float,
-    ) -> list[bytes | memoryview]:
-        """Open datagrams of ``session`` into the sink's rooms; returns those that did not open."""
-        rest: list[bytes | memoryview] = []
-        sessions = self._sessions
-        view = sink.view
-        prefix = self._sink_prefix
-        for d in group:
-            size = len(d) - DATA_OVERHEAD
-            at = sink.room(size)
-            if at < 0:
-                if not self._receive_one(session, link, d, addr, now):
-                    rest.append(d)
-                continue
-            try:
-                session.open_into(d, int.from_bytes(d[6:14], "big"), now, view, at)
-            except LinkDecodeError:
-                sink.unused()
+            failed, others = session.open_many(group, now, self._sink, self._sink_prefix)
+            taken = len(group) - len(failed)
+            if taken:
+                self.rx_datagrams += taken
+                self.rx_bytes += sum(map(len, group)) - sum(map(len, failed))
+                link.last_rx = link.last_app = now
+                link.probe_tries = 0
+                for plaintext in others:
+                    self._deliver(session, link, plaintext, addr, now)
+            if failed:
                 if session.state is SessionState.CLOSED:
                     sessions.pop(session.index, None)
-                rest.append(d)
-                continue
-            self.rx_datagrams += 1
-            self.rx_bytes += len(d)
-            link.last_rx = now
-            link.probe_tries = 0
-            if size >= APP_HEADER and view[at] == prefix[0] and view[at + 1] == prefix[1]:
-                link.last_app = now
-                sink.opened(link.peer, size, now)
-                continue
-            plaintext = bytes(view[at : at + size])
-            sink.unused()
-            self._deliver(session, link, plaintext, addr, now)
+                rest += failed
         return rest
 
     def _receive_one(
