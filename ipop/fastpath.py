@@ -23,9 +23,13 @@ call each. A packet passes the same checks as in :mod:`ipop.receive` - our names
 hold, from a source its sender holds - in three comparisons; one that does not is handed to the core's
 receive path (which looks up and answers as usual). A peer's virtio-net header is checked as the
 kernel would (``vnproto.header_problem``) before it goes near our kernel. With an offloading TAP the
-frames of one wake-up are collected and, at :meth:`FastPath.end_batch`, in-order TCP segments are merged
-(``vnproto.coalesce``) and written: one write for what the peer had to cut into ~44 datagrams. A TAP
-without offloads gets every frame as plain segments with complete checksums at once.
+fast path is also the overlay's ``AppSink``: the overlay decrypts each datagram of a session it knows
+straight into a ``vnproto.TcpRun`` (:attr:`FastPath.room`, :meth:`FastPath.opened`), where in-order
+TCP segments of one flow become one GSO frame without copying their payloads; the run is written
+when it ends and at :meth:`FastPath.end_batch` (the end of the socket's wake-up): one write for what
+the peer had to cut into ~44 datagrams. Messages that reach :meth:`FastPath.app_message` instead (a
+session's first datagrams, through the node) are collected and merged with ``vnproto.coalesce``. A
+TAP without offloads gets every frame as plain segments with complete checksums at once.
 
 No per-packet logging and no per-packet objects beyond the buffers themselves; counters are integers.
 """

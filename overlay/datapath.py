@@ -16,9 +16,12 @@ on a direct link (an underlay endpoint, not a tunnel) the data plane asks instea
 
 On the receiving side, a service registered in :attr:`DataPath.receivers` gets its messages from
 direct links by one call each. Once a session has delivered such a message, the driver hands its
-later datagrams to :meth:`DataPath.receive` first, which opens them and calls the receiver without the
-node's general dispatch; anything else (control, probes, a datagram that does not open) goes the
-ordinary way. Keepalives,
+later datagrams to :meth:`DataPath.receive` first (:meth:`DataPath.receive_many`: every datagram of
+one UDP_GRO read in one call), which opens them and calls the receiver without the node's general
+dispatch; anything else (control, probes, a datagram that does not open) goes the ordinary way. A
+service may register an :class:`AppSink` instead (:meth:`DataPath.set_sink`): its messages are
+decrypted straight into the sink's buffer (``Session.open_many``), where the data plane builds its
+TAP frames in place. Keepalives,
 handshakes and probes keep the ordinary path, processed in the same wake-ups as data, and every
 authenticated datagram refreshes its link's liveness: a busy link is never declared dead.
 
