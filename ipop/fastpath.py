@@ -23,9 +23,13 @@ call each. A packet passes the same checks as in :mod:`ipop.receive` - our names
 hold, from a source its sender holds - in three comparisons; one that does not is handed to the core's
 receive path (which looks up and answers as usual). A peer's virtio-net header is checked as the
 kernel would (``vnproto.header_problem``) before it goes near our kernel. With an offloading TAP the
-frames of one wake-up are collected and, at :meth:`FastPath.end_batch`, in-order TCP segments are merged
-(``vnproto.coalesce``) and written: one write for what the peer had to cut into ~44 datagrams. A TAP
-without offloads gets every frame as plain segments with complete checksums at once.
+fast path is also the overlay's ``AppSink``: the overlay decrypts each datagram of a session it knows
+straight into a ``vnproto.TcpRun`` (:attr:`FastPath.room`, :meth:`FastPath.opened`), where in-order
+TCP segments of one flow become one GSO frame without copying their payloads; the run is written
+when it ends and at :meth:`FastPath.end_batch` (the end of the socket's wake-up): one write for what
+the peer had to cut into ~44 datagrams. Messages that reach :meth:`FastPath.app_message` instead (a
+session's first datagrams, through the node) are collected and merged with ``vnproto.coalesce``. A
+TAP without offloads gets every frame as plain segments with complete checksums at once.
 
 No per-packet logging and no per-packet objects beyond the buffers themselves; counters are integers.
 """
@@ -40,6 +44,7 @@ from vnproto import (
     NO_OFFLOAD,
     VNET_HDR_LEN,
     DecodeError,
+    TcpRun,
     coalesce,
     fragmentation_needed_frame,
     header_problem,
@@ -85,17 +90,23 @@ class DirectLinks(Protocol):
 class FastPath:
     """The offload data path of one node (see the module's docstring)."""
 
+    room: Callable[[int], int]
+    """Where in :attr:`view` the overlay decrypts our next message of ``size`` bytes (-1: no
+    offloading TAP, or too big for the run's buffer): the run's own method, one call per datagram."""
+    unused: Callable[[], None]
+    """The room was not used for our message: the run takes back what it covered."""
+
     def __init__(
         self,
         core: VnetCore,
         links: DirectLinks,
         *,
         tap_offload: bool,
-        write_vframe: Callable[[bytes], object],
+        write_vframe: Callable[[bytes | memoryview], object],
         write_frame: Callable[[bytes], object],
     ) -> None:
-        """``write_vframe`` writes a virtio frame to an offloading TAP; ``write_frame`` a plain
-        Ethernet frame (to either kind of TAP)."""
+        """``write_vframe`` writes a virtio frame to an offloading TAP (it may be given a view that is
+        valid during the call only); ``write_frame`` a plain Ethernet frame (to either kind of TAP)."""
         self.core = core
         self.links = links
         self.tap_offload = tap_offload
@@ -109,6 +120,14 @@ class FastPath:
         self._eth = core.config.host_mac + core.remote_mac + IPV4
         self._me = core.config.address
         self._batch: list[bytes] = []
+        self._run: TcpRun | None = TcpRun(write_vframe, self._eth) if tap_offload else None
+        """Where the overlay decrypts our messages (the :class:`overlay.AppSink` side) and merges
+        them into TAP frames in place; only for an offloading TAP."""
+        self.room = self._run.slot if self._run is not None else _no_room
+        self.unused = self._run.release if self._run is not None else _no_release
+        self._append = self._run.append if self._run is not None else _no_append
+        self._merged = 0
+        """``run.merged`` when the counters were last brought up to date (:meth:`end_batch`)."""
         self._headers: dict[bytes, int] = {}
         """Peers' virtio-net headers seen: the least frame length each fits (-1: never valid)."""
         self.tx_direct = 0
@@ -251,6 +270,8 @@ class FastPath:
             self.rx_direct += 1
             self.core.receiver.rx_packets += 1
             packet = memoryview(plaintext)[at:]
+            if self._run is not None:
+                self._run.flush()  # what the run holds arrived first
             if vh is None or vh == NO_OFFLOAD:
                 if self.tap_offload:
                     self._batch.append(b"".join((NO_OFFLOAD, self._eth, packet)))
@@ -284,6 +305,54 @@ class FastPath:
         for piece in pieces:
             self.core.receiver.received(src, KIND_UNICAST, bytes(piece[VNET_ETH:]), now)
 
+    # -- the overlay's messages, decrypted in place (overlay.AppSink) -----------------------------------
+
+    @property
+    def view(self) -> memoryview:
+        """The run's buffer, where the overlay decrypts our messages (empty: no offloading TAP)."""
+        return self._run.view if self._run is not None else memoryview(b"")
+
+    def opened(self, src: Address, size: int, now: float) -> None:
+        """Our message from ``src`` is in the room: it joined the open TCP run, or it is checked as in
+        :meth:`app_message` and becomes a frame where it lies (or takes the general path, copied)."""
+        at = self._append(src)  # a continuation of the run: done (counted from run.merged)
+        if at >= 0:
+            self._fresh(src, at, size, now)
+
+    def _fresh(self, src: Address, at: int, size: int, now: float) -> None:
+        """:meth:`opened` for a message that did not continue the run, now at ``at``."""
+        run = self._run
+        if run is None:
+            return
+        if self._batch:
+            self._write_batch()  # what :meth:`app_message` collected arrived first
+        buf = run.buf
+        head = buf[at + APP : at + APP + HEADER_LEN]
+        if head == self._vnet:
+            ip_at, vh_at = APP + CARRIED, APP + HEADER_LEN
+        elif head == self._uni:
+            ip_at, vh_at = APP + HEADER_LEN, -1
+        else:
+            self._slow(src, bytes(buf[at : at + size]), now)
+            return
+        ip = at + ip_at
+        if (
+            size >= ip_at + MIN_PACKET
+            and buf[ip] >> 4 == 4
+            and bytes(buf[ip + 16 : ip + 20]) in self._held
+            and self._routes.get(bytes(buf[ip + 12 : ip + 16])) == src
+        ):
+            if vh_at >= 0:
+                vh = bytes(buf[at + vh_at : at + vh_at + VNET_HDR_LEN])
+                if vh != NO_OFFLOAD and not self._header_ok(vh, ETH + size - ip_at):
+                    self.dropped += 1
+                    return
+            self.rx_direct += 1
+            self.core.receiver.rx_packets += 1
+            run.start(ip_at, vh_at, src)
+            return
+        self.app_message(src, bytes(buf[at : at + size]), now)  # the general path decides
+
     def _header_ok(self, vh: bytes, frame_len: int) -> bool:
         """``header_problem`` for a peer's virtio-net header, remembered per header: the pieces of one
         super-frame carry the same header, and only its checksum position depends on the length."""
@@ -314,9 +383,19 @@ class FastPath:
 
     def end_batch(self) -> None:
         """The overlay read everything one wake-up brought: merge and write what was collected."""
+        run = self._run
+        if run is not None:
+            run.flush()
+            merged = run.merged - self._merged  # segments that joined a run, counted at once
+            if merged:
+                self._merged = run.merged
+                self.rx_direct += merged
+                self.core.receiver.rx_packets += merged
+        if self._batch:
+            self._write_batch()
+
+    def _write_batch(self) -> None:
         batch = self._batch
-        if not batch:
-            return
         self._batch = []
         frames = coalesce(batch) if len(batch) > 1 else batch
         write = self._write_vframe
@@ -329,9 +408,21 @@ class FastPath:
             "tx_direct": self.tx_direct,
             "tx_pieces": self.tx_pieces,
             "rx_direct": self.rx_direct,
-            "rx_writes": self.rx_writes,
+            "rx_writes": self.rx_writes + (self._run.writes if self._run is not None else 0),
             "dropped": self.dropped,
         }
+
+
+def _no_room(size: int) -> int:
+    return -1
+
+
+def _no_release() -> None:
+    pass
+
+
+def _no_append(peer: object) -> int:
+    raise AssertionError("nothing was decrypted into a run: no offloading TAP")
 
 
 def _tcp_syn(buf: bytes, base: int) -> bool:

@@ -14,8 +14,9 @@ The data plane (issue 7): the node keeps one AEAD context per session (``cache_c
 measures the path MTU of every direct link that carries data, and the driver runs in its fast mode
 (DF, UDP_SEGMENT, UDP_GRO). The seam's :meth:`OverlayService.direct_limit` and
 :meth:`OverlayService.send_direct` send batches on direct links without per-message objects, and
-:meth:`OverlayService.set_receiver` takes a service's messages from direct links by a call, with a
-callback after each batch the socket delivered.
+:meth:`OverlayService.set_receiver` takes a service's messages from direct links by a call, or
+decrypted straight into the service's own buffer (an ``AppSink``), with a callback after each batch
+the socket delivered.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from overlay import (
     DATA_OVERHEAD,
     Address,
     AppReceiver,
+    AppSink,
     Delivered,
     Endpoint,
     JoinStateChanged,
@@ -117,10 +119,17 @@ class OverlayService(Protocol):
         False when there is no direct link to send them on."""
         ...
 
-    def set_receiver(self, service: int, receiver: AppReceiver, end_batch: Callable[[], None]) -> None:
+    def set_receiver(
+        self,
+        service: int,
+        receiver: AppReceiver,
+        end_batch: Callable[[], None],
+        sink: AppSink | None = None,
+    ) -> None:
         """Hand ``service``'s messages from direct links to ``receiver`` by a call each (the others
         still come through :meth:`subscribe`), and call ``end_batch`` after every batch of datagrams
-        that the socket delivered."""
+        that the socket delivered. With a ``sink``, the messages of sessions the fast path knows are
+        decrypted straight into the sink's buffer instead (``receiver`` keeps the rest)."""
         ...
 
     def flush(self) -> None:
@@ -239,12 +248,21 @@ class OverlayPort:
         self.driver.send_datagrams(datagrams, endpoint)
         return True
 
-    def set_receiver(self, service: int, receiver: AppReceiver, end_batch: Callable[[], None]) -> None:
+    def set_receiver(
+        self,
+        service: int,
+        receiver: AppReceiver,
+        end_batch: Callable[[], None],
+        sink: AppSink | None = None,
+    ) -> None:
         if service in (Service.OVERLAY, Service.TUNNEL, Service.DHT):
             raise ValueError(f"service {service} belongs to the overlay itself")
         self.node.datapath.receivers[service] = receiver
+        if sink is not None:
+            self.node.datapath.set_sink(service, sink)
         self.driver.after_batch.append(end_batch)
         self.driver.fast_receive = self.node.datapath.receive
+        self.driver.fast_receive_many = self.node.datapath.receive_many
 
     def flush(self) -> None:
         """Send what the node queued meanwhile (probes started by the data path)."""

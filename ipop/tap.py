@@ -203,7 +203,7 @@ class TapDevice:
                 break
         return frames
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes | memoryview) -> bool:
         """Give one frame to the kernel, as if it had arrived on the device's wire. False (counted,
         logged at debug) when the kernel refused it, e.g. a frame shorter than an Ethernet header or
         the device is down."""
@@ -326,7 +326,7 @@ class TapPort:
             self.counters["tx_bytes"] += len(frame)
         return ok
 
-    def send_vframe(self, vframe: bytes) -> bool:
+    def send_vframe(self, vframe: bytes | memoryview) -> bool:
         """Write one virtio frame (header and Ethernet frame) to a device with offloads."""
         ok = self.device.write(vframe)
         if ok:

@@ -206,7 +206,8 @@ class VirtualNetwork:
         self.upstream = UpstreamDns(self.network.dns_upstream, self.network.subnet)
         self.overlay.subscribe(Service.IPOP, self._delivered)
         if self.fast is not None:
-            self.overlay.set_receiver(Service.IPOP, self.fast, self.fast.end_batch)
+            sink = self.fast if self._vframes else None  # frames built in place need an offloading TAP
+            self.overlay.set_receiver(Service.IPOP, self.fast, self.fast.end_batch, sink)
         self.overlay.subscribe(Service.IPOP_CONTROL, self._delivered)
         self.overlay.subscribe_undeliverable(self._undeliverable)
         log.info(

@@ -21,7 +21,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
-from .datapath import APP_HEADER, AppReceiver, DataPath
+from .datapath import APP_HEADER, AppReceiver, AppSink, DataPath
 from .driver import UdpDriver, interface_addresses, lan_broadcasts, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
@@ -92,6 +92,7 @@ __all__ = [
     "ASSUMED_PAYLOAD",
     "CONFIRM_INTERVAL_S",
     "AppReceiver",
+    "AppSink",
     "DataPath",
     "LinkMtus",
     "OverlayNode",

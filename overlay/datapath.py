@@ -16,9 +16,12 @@ on a direct link (an underlay endpoint, not a tunnel) the data plane asks instea
 
 On the receiving side, a service registered in :attr:`DataPath.receivers` gets its messages from
 direct links by one call each. Once a session has delivered such a message, the driver hands its
-later datagrams to :meth:`DataPath.receive` first, which opens them and calls the receiver without the
-node's general dispatch; anything else (control, probes, a datagram that does not open) goes the
-ordinary way. Keepalives,
+later datagrams to :meth:`DataPath.receive` first (:meth:`DataPath.receive_many`: every datagram of
+one UDP_GRO read in one call), which opens them and calls the receiver without the node's general
+dispatch; anything else (control, probes, a datagram that does not open) goes the ordinary way. A
+service may register an :class:`AppSink` instead (:meth:`DataPath.set_sink`): its messages are
+decrypted straight into the sink's buffer (``Session.open_many``), where the data plane builds its
+TAP frames in place. Keepalives,
 handshakes and probes keep the ordinary path, processed in the same wake-ups as data, and every
 authenticated datagram refreshes its link's liveness: a busy link is never declared dead.
 
@@ -28,13 +31,14 @@ one; the timers of every link's search run on the node's timer heap (kind ``"pmt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .address import Address
 from .events import Endpoint
 from .linkmtu import ASSUMED_PAYLOAD as _ASSUMED
 from .linkmtu import LinkMtus, probe_ack, probe_plaintext, probe_size
-from .linksession import Session, SessionState
+from .linksession import PlaintextSink, Session, SessionState
 from .linkwire import DATA_OVERHEAD, PACKET_DATA, LinkDecodeError
 from .pmtu import PmtuConfig
 from .table import Link
@@ -56,6 +60,13 @@ class AppReceiver(Protocol):
         ...
 
 
+class AppSink(PlaintextSink, Protocol):
+    """Takes a service's messages from direct links into its own buffer: the data path decrypts each
+    datagram straight where the sink says (``ipop.fastpath`` builds its TAP frames there). ``opened``
+    gets the messages of the sink's service (the payload after :data:`APP_HEADER`); the others take
+    the ordinary way."""
+
+
 class DataPath:
     """The fast path of one node (see the module's docstring)."""
 
@@ -68,6 +79,8 @@ class DataPath:
         self._armed: dict[Address, float] = {}
         self._sessions: dict[int, tuple[Session, Link]] = {}
         """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
+        self._sink: AppSink | None = None
+        self._sink_prefix = b""
         self.rx_datagrams = 0
         """Datagrams :meth:`receive` took (the node's own counters do not see them)."""
         self.rx_bytes = 0
@@ -79,32 +92,89 @@ class DataPath:
         it is not one (the caller gives it to ``OverlayNode.receive_datagram``, which also counts
         and explains whatever does not open). Never raises. ``data`` may be a view of one of the
         datagrams of a UDP_GRO read: only the opened plaintext (a new object) is kept."""
-        if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
-            return False
-        entry = self._sessions.get(int.from_bytes(data[2:6], "big"))
-        if entry is None:
-            return False
-        session, link = entry
-        if link.endpoint != addr:
-            return False  # roaming: the node follows the new endpoint
+        return not self.receive_many((data,), addr, now)
+
+    def receive_many(
+        self, parts: Sequence[bytes | memoryview], addr: Endpoint, now: float
+    ) -> list[bytes | memoryview]:
+        """:meth:`receive` for every datagram of one read from ``addr`` (a UDP_GRO buffer cut into its
+        datagrams), in one call: consecutive datagrams of one session are looked up once and, with a
+        sink, opened together (``Session.open_many``). Returns the datagrams it did not take, in
+        order, for the node."""
+        rest: list[bytes | memoryview] = []
+        sessions = self._sessions
+        i, n = 0, len(parts)
+        while i < n:
+            data = parts[i]
+            if len(data) < DATA_OVERHEAD or data[1] != PACKET_DATA:
+                rest.append(data)
+                i += 1
+                continue
+            key = data[2:6]
+            j = i + 1
+            while (
+                j < n
+                and parts[j][2:6] == key
+                and len(parts[j]) >= DATA_OVERHEAD
+                and parts[j][1] == PACKET_DATA
+            ):
+                j += 1
+            group = parts[i:j]
+            i = j
+            entry = sessions.get(int.from_bytes(key, "big"))
+            if entry is None or entry[1].endpoint != addr:  # unknown, or roaming: the node's path
+                rest += group
+                continue
+            session, link = entry
+            if self._sink is None:
+                rest += [d for d in group if not self._receive_one(session, link, d, addr, now)]
+                continue
+            failed, others = session.open_many(group, now, self._sink, self._sink_prefix)
+            taken = len(group) - len(failed)
+            if taken:
+                self.rx_datagrams += taken
+                self.rx_bytes += sum(map(len, group)) - sum(map(len, failed))
+                link.last_rx = link.last_app = now
+                link.probe_tries = 0
+                for plaintext in others:
+                    self._deliver(session, link, plaintext, addr, now)
+            if failed:
+                if session.state is SessionState.CLOSED:
+                    sessions.pop(session.index, None)
+                rest += failed
+        return rest
+
+    def _receive_one(
+        self, session: Session, link: Link, data: bytes | memoryview, addr: Endpoint, now: float
+    ) -> bool:
+        """Open one datagram of ``session`` the ordinary way (no sink) and deliver it."""
         try:
             plaintext = session.open(data, int.from_bytes(data[6:14], "big"), now)
         except LinkDecodeError:
             if session.state is SessionState.CLOSED:
-                del self._sessions[session.index]
+                self._sessions.pop(session.index, None)
             return False
         self.rx_datagrams += 1
         self.rx_bytes += len(data)
         link.last_rx = now
         link.probe_tries = 0
+        self._deliver(session, link, plaintext, addr, now)
+        return True
+
+    def _deliver(self, session: Session, link: Link, plaintext: bytes, addr: Endpoint, now: float) -> None:
+        """An opened plaintext that no sink took: its receiver, or the node's dispatch."""
         if len(plaintext) >= APP_HEADER and plaintext[0] == KIND_APP:
             receiver = self.receivers.get(plaintext[1])
             if receiver is not None:
                 link.last_app = now
                 receiver.app_message(link.peer, plaintext, now)
-                return True
+                return
         self.node.on_plaintext(session, plaintext, addr, now)
-        return True
+
+    def set_sink(self, service: int, sink: AppSink | None) -> None:
+        """Decrypt ``service``'s messages from learnt direct-link sessions into ``sink`` (None: stop)."""
+        self._sink = sink
+        self._sink_prefix = bytes((KIND_APP, service))
 
     def learn(self, session: Session, link: Link) -> None:
         """``session`` of the direct ``link`` delivered to a receiver: take its later datagrams."""

@@ -64,6 +64,7 @@ from .icmp import (
 from .ipv4 import IpProto, IPv4Packet, pseudo_header_sum
 from .segment import complete_checksum, segment
 from .tcp import clamp_mss, clamp_mss_frame, mss_for_mtu, tcp_mss
+from .tcprun import TcpRun
 from .udp import UdpDatagram, UdpFrame, decode_udp_frame, udp_frame, udp_ports
 from .virtio import (
     GSO_ECN,
@@ -83,6 +84,7 @@ __all__ = [
     "GsoType",
     "VirtioNetHdr",
     "VnetFlag",
+    "TcpRun",
     "coalesce",
     "complete_checksum",
     "header_problem",

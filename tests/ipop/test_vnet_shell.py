@@ -81,7 +81,9 @@ class LoneOverlay:
     def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
         return False
 
-    def set_receiver(self, service: int, receiver: object, end_batch: Callable[[], None]) -> None:
+    def set_receiver(
+        self, service: int, receiver: object, end_batch: Callable[[], None], sink: object = None
+    ) -> None:
         pass
 
     def flush(self) -> None:

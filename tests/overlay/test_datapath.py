@@ -281,3 +281,56 @@ def test_views_of_one_gro_buffer_are_opened_in_place_and_nothing_keeps_the_buffe
     assert all(pair.b.datapath.receive(part, EA, pair.now) for part in parts)
     buffer[:] = bytes(len(buffer))  # the next read reuses the buffer
     assert [payload for _, payload in collector.got] == payloads
+
+
+class Sink:
+    """An AppSink with one buffer: records each message decrypted into it and every room given back."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(b"\xee" * 4096)
+        self.view = memoryview(self.buf)
+        self.at = 100
+        self.got: list[tuple[Address, bytes]] = []
+        self.unused_calls = 0
+
+    def room(self, size: int) -> int:
+        return self.at if self.at + size <= len(self.buf) else -1
+
+    def opened(self, src: Address, size: int, now: float) -> None:
+        self.got.append((src, bytes(self.buf[self.at + APP_HEADER : self.at + size])))
+
+    def unused(self) -> None:
+        self.unused_calls += 1
+        self.buf[self.at :] = b"\xee" * (len(self.buf) - self.at)  # what the room covered, restored
+
+
+def test_a_sink_gets_its_service_decrypted_in_place_and_everything_else_goes_as_before() -> None:
+    pair = Pair(1500).linked()
+    sink, collector = Sink(), Collector()
+    pair.b.datapath.receivers[Service.IPOP] = collector
+    pair.b.datapath.set_sink(Service.IPOP, sink)
+    payloads = [bytes([i]) * 600 for i in range(3)] + [bytes(5000)]  # the last does not fit the sink
+    sealed = pair.a.datapath.seal_direct(pair.b.address, Service.IPOP, payloads[:3], pair.now)
+    big = pair.a.datapath.seal_direct(pair.b.address, Service.IPOP, payloads[3:], pair.now)
+    other = pair.a.datapath.seal_direct(pair.b.address, Service.IPOP_CONTROL, [b"control"], pair.now)
+    assert sealed is not None and big is not None and other is not None
+    first, second, third = sealed[1]
+    pair.b.receive_datagram(first, EA, pair.now)  # teaches the data path the session
+    assert collector.got == [(pair.a.address, payloads[0])] and not sink.got
+    tampered = bytearray(second)
+    tampered[-1] ^= 1
+    assert not pair.b.datapath.receive(bytes(tampered), EA, pair.now)  # not authentic
+    assert sink.unused_calls == 1 and sink.buf == bytearray(b"\xee" * 4096)
+    assert pair.b.datapath.receive(second, EA, pair.now)
+    assert pair.b.datapath.receive(memoryview(third), EA, pair.now)
+    assert sink.got == [(pair.a.address, payloads[1]), (pair.a.address, payloads[2])]
+    assert pair.b.datapath.receive(big[1][0], EA, pair.now)  # no room: opened the ordinary way
+    assert collector.got[-1] == (pair.a.address, payloads[3])
+    pair.b.datapath.receive(other[1][0], EA, pair.now)  # another service: copied out, room given back
+    assert sink.unused_calls == 2 and len(sink.got) == 2
+    link = pair.a.table.get(pair.b.address)
+    session = pair.a.sending_session(link) if link is not None else None
+    assert session is not None
+    sink.buf[sink.at : sink.at + 2] = bytes((1, Service.IPOP))  # what a stale room could hold
+    assert pair.b.datapath.receive(session.seal(b"", pair.now), EA, pair.now)  # a keepalive
+    assert len(sink.got) == 2 and pair.b.datapath.rx_datagrams == 5
