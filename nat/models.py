@@ -5,9 +5,12 @@ Theory of operation. A :class:`LinuxNat` is a small conntrack table. Every flow 
 ones. An outbound packet of a new flow gets a public port; an inbound packet is translated only if it
 belongs to a live flow, except where the NAT type lets strangers in:
 
-* **port** (port-restricted cone, EIM+APDF = plain ``masquerade``): a new flow keeps the private source
-  port when the translated tuple (public port, remote) is free, otherwise a random free port. This is
-  Linux's behaviour, and it is what makes masquerade endpoint-independent in practice.
+* **port** (port-restricted cone, EIM+APDF = plain ``masquerade``): a new flow first takes the public
+  port of the host's newest live flow from the same private endpoint (Linux's ``find_appropriate_src``:
+  the NAT looks up an existing connection of the same source, newest first), then the private source
+  port, each only when the translated tuple (public port, remote) is free, otherwise a random free
+  port. This is Linux's behaviour, and it is what makes masquerade endpoint-independent in practice;
+  it also means that once one flow of a host was remapped, the host's later flows follow it.
 * **full** / **addr** (EIM+EIF / EIM+ADF): the same, plus the lab's nft emulation of a cone: outbound
   traffic teaches a map public port -> private endpoint (and, for addr, a set of (remote IP, public port)
   pairs); an unsolicited inbound packet matching it is forwarded and starts a flow.
@@ -102,6 +105,8 @@ class LinuxNat:
         self._in: dict[tuple[int, Endpoint], _Flow] = {}
         self._cone: dict[int, tuple[Endpoint, float]] = {}
         self._seen: dict[tuple[str, int], float] = {}
+        self._newest: dict[Endpoint, _Flow] = {}
+        """Per private endpoint: its newest outbound flow (what ``find_appropriate_src`` finds first)."""
         self._next_sweep = 0.0
         self.dropped_inbound = 0
         self.remapped = 0
@@ -127,6 +132,7 @@ class LinuxNat:
             flow = _Flow(src, port, dst, True, False, now + self._unreplied)
             self._out[(src, dst)] = flow
             self._in[(port, dst)] = flow
+            self._newest[src] = flow
         else:
             flow.touch(True, now, self._unreplied, self._replied)
         if self.kind in (NatType.FULL, NatType.ADDR):
@@ -180,8 +186,26 @@ class LinuxNat:
         flow = self._in.get((port, dst))
         return flow is not None and flow.expires > now
 
+    def _source_port(self, src: Endpoint, now: float) -> int | None:
+        """The public port of ``src``'s newest live outbound flow, or None (Linux keeps a hash of
+        connections by original source, newest at the head of each chain)."""
+        flow = self._newest.get(src)
+        if flow is not None and flow.expires > now and self._out.get((src, flow.remote)) is flow:
+            return flow.public_port
+        live = [f for (s, _), f in self._out.items() if s == src and f.outbound_origin and f.expires > now]
+        if not live:
+            self._newest.pop(src, None)
+            return None
+        self._newest[src] = live[-1]  # dicts keep insertion order: the last is the newest
+        return live[-1].public_port
+
     def _allocate(self, src: Endpoint, dst: Endpoint, now: float) -> int | None:
         if self.kind in (NatType.PORT, NatType.FULL, NatType.ADDR):
+            current = self._source_port(src, now)
+            if current is not None and not self._taken(current, dst, now):
+                if current != src[1]:
+                    self.remapped += 1
+                return current
             if self._lo <= src[1] <= self._hi and not self._taken(src[1], dst, now):
                 return src[1]
             self.remapped += 1
@@ -212,6 +236,8 @@ class LinuxNat:
             del self._cone[port]
         for k in [k for k, exp in self._seen.items() if exp <= now]:
             del self._seen[k]
+        for private in [p for p, f in self._newest.items() if f.expires <= now]:
+            del self._newest[private]
 
 
 def make_nat(

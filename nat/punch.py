@@ -177,6 +177,13 @@ class PunchSession:
                 self._triggered.append(src)
             self._asap(now)
 
+    def release_hold(self, at: float) -> None:
+        """Full probes may start at ``at`` after all (earlier than the ``hold_s`` given at the start,
+        which the caller chose before it knew enough: see the overlay's ``punching.hold_for``)."""
+        if self.state is PunchState.PUNCHING and at < self._first_full_at:
+            self._first_full_at = at
+            self._next_paced_at = min(self._next_paced_at, at)
+
     def reply_received(self, src: Endpoint, now: float) -> None:
         """The peer answered one of our probes; the reply came from ``src``."""
         if self.state is not PunchState.PUNCHING:

@@ -463,8 +463,10 @@ class Connector:
     # -- where this node can be reached ---------------------------------------------------------------
 
     def observed(self, link: Link, endpoint: Endpoint | None, now: float) -> None:
-        before = self.reflexive.candidates()
+        before, mapping = self.reflexive.candidates(), self.reflexive.mapping()
         self.reflexive.observed(link.peer, link.endpoint, endpoint, now)
+        if self.reflexive.mapping() is not mapping:
+            self.punch.mapping_changed(now)
         if self.reflexive.candidates() != before:
             self.signalling.candidates_changed(now)
 

@@ -299,10 +299,7 @@ class Maintenance:
         for addr in node.table.left(k) + node.table.right(k):
             link = node.table.get(addr)
             assert link is not None
-            cands = ((link.endpoint,) if link.endpoint else ()) + tuple(
-                c for c in link.candidates if c != link.endpoint
-            )
-            entries.append(Neighbour(addr, cands[:4]))
+            entries.append(Neighbour(addr, link.listed_endpoints()[:4]))
         return tuple(entries[:MAX_NEIGHBOURS])
 
     def _announce(self, now: float) -> None:

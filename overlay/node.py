@@ -438,6 +438,7 @@ class OverlayNode(Routing):
         elif isinstance(msg, Hello):
             old, link.peer_roles = link.peer_roles, msg.roles
             link.candidates = msg.candidates
+            link.told_endpoints = True
             self.maintenance.roles_changed(link, old, now)
             self.connector.observed(link, msg.observed, now)
             self.connector.hello_received(link, now)

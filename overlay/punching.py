@@ -5,10 +5,13 @@ the answer carries the responder's. Both ends then punch under that token, each 
 :class:`nat.PunchSession` (pre-punch with a low TTL to open its own NAT mapping first, probes paced like
 ICE checks, peer-reflexive endpoints learned from what arrives):
 
-* the **responder** starts when the connect-to-me arrives. Its pre-punch leaves at once, but it holds
-  its full probes for about the time its answer takes to reach the requester (``hold_for``), so that
-  they do not reach the requester's NAT before the requester's own pre-punch has opened it (the NAT
-  lab's conntrack clash). A probe from the requester ends the hold: it proves that side is open.
+* the **responder** starts when the connect-to-me arrives. Its pre-punch leaves at once; its full
+  probes wait for the requester's first probe, which arrives through the mapping the pre-punch opened
+  and is checked back at once. Only a responder behind a symmetric NAT (known, or guessed from a moved
+  port while its mapping is not yet known) probes first, after about the time its answer takes to
+  reach the requester (``hold_for``): the requester cannot reach it first. A probe that reaches the
+  requester's NAT before the requester's own pre-punch can take its port (the NAT lab's conntrack
+  clash).
 * the **requester** starts when the answer arrives (it may pre-punch endpoints it already knew when it
   sent the connect-to-me: ``prepunch``). When its session succeeds (a reply to one of its probes came
   back, so the path works both ways) the connector sends the link handshake to that endpoint; when it
@@ -24,11 +27,13 @@ keeps answering for ``ANSWER_LINGER_S``: the peer may still be waiting for its f
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from nat import (
     DecodeError,
+    MappingBehaviour,
     ProbeKind,
     PunchConfig,
     PunchEvent,
@@ -66,8 +71,12 @@ MIN_HOLD_S = 0.03
 """Even one hop away the answer needs a moment; the lab's 25 ms skew test sits just under this."""
 
 CAUSAL_HOLD_S = 1.0
-"""A responder behind an endpoint-independent mapping sends its own full probes only this long after
-its answer unless a probe of the requester arrived first (see ``hold_for``)."""
+"""A responder whose mapping is unknown but looks symmetric sends its own full probes only this long
+after its answer unless a probe of the requester arrived first (see ``hold_for``)."""
+
+NEVER = math.inf
+"""The hold of a responder behind an endpoint-independent mapping or no NAT: it never probes first
+(see ``hold_for``)."""
 
 PunchResult = Callable[[int, PunchEvent, float], None]
 """The connector's callback for the requester's sessions: (attempt id, event, now)."""
@@ -83,6 +92,7 @@ class _Punch:
         "seq",
         "session",
         "token",
+        "undecided",
         "until",
         "wake",
     )
@@ -102,6 +112,9 @@ class _Punch:
         """A responder's: the candidates its latest answer carried (see ``responding``)."""
         self.reply_via: Address | None = None
         """A responder's: where its answers go first (the connect-to-me's ``reply_via``)."""
+        self.undecided: int | None = None
+        """A responder's that started while our mapping was unknown: the connect-to-me's hop count,
+        kept to decide its hold once the mapping is known (see ``mapping_changed``)."""
 
 
 class Puncher:
@@ -121,19 +134,33 @@ class Puncher:
         return PunchConfig(prepunch_ttl=ttl, timeout_s=self.node.config.punch_timeout_s)
 
     def hold_for(self, hops: int) -> float:
-        """How long a responder holds its full probes. Behind an endpoint-independent mapping (or one
-        not yet known) the requester's probes reach us through the mapping our pre-punch opened, and
-        their arrival ends the hold: the order is then causal (our pre-punch, our answer, the
-        requester's pre-punch, its probes, our answers), so our own probes wait ``CAUSAL_HOLD_S`` as a
-        fallback only. The NAT grid showed why: under load a responder's probes sent after a hold of
-        a few tens of ms reached an accept router before the requester had the answer, took its port,
-        and Linux then moved *every* later flow of that host to the new port (its NAT reuses a host's
-        existing mapping), so one early probe broke the host's other punches too. Behind a dependent
-        mapping the requester cannot reach us first (our advertised port is not the one it must
-        use), so we probe after the answer's one-way trip over ``hops`` overlay hops, each taken as
-        3/4 of the median RTT of our direct links (half an RTT, plus margin)."""
-        if not self.node.connector.reflexive.mapping_dependent():
-            return CAUSAL_HOLD_S
+        """How long a responder holds its full probes (its pre-punch leaves at once, and a probe of
+        the requester is answered and checked back at once, whatever the hold).
+
+        Behind an endpoint-independent mapping or no NAT: for ever. The requester's probes reach us
+        through the mapping our pre-punch opened (or straight), and their arrival triggers our own
+        checks, so the order is causal (our pre-punch, our answer, the requester's pre-punch, its
+        probes, our answers) and probing first wins nothing: a pair whose requester cannot reach us
+        first (a symmetric requester) cannot punch through our filter anyway. It costs a lot on the
+        other side: a probe that reaches the requester's router before its own pre-punch (because the
+        answer is slow, or the requester dropped the attempt as a duplicate and never punches) is
+        taken by a router whose stack accepts unsolicited input, which then moves *every* later flow
+        of that host to a new port (Linux's NAT reuses a host's existing mapping), so one early probe
+        breaks the host's other punches too. The NAT grid's clash pair showed that under load even a
+        hold of ~1 s was not enough, and so does the simulator, whose NAT models that reuse.
+
+        While our mapping is not yet known (a node that has just joined, seen by one peer) we guess
+        from that peer's view: our own port kept means a Linux masquerade (endpoint-independent:
+        never), a moved port a symmetric NAT not yet recognised, which waits ``CAUSAL_HOLD_S`` as a
+        fallback (the requester's probes cannot reach it). Either hold is provisional: if the mapping
+        turns out dependent, ``mapping_changed`` releases it.
+
+        Behind a dependent mapping the requester cannot reach us first (our advertised port is not
+        the one it must use), so we probe after the answer's one-way trip over ``hops`` overlay hops,
+        each taken as 3/4 of the median RTT of our direct links (half an RTT, plus margin)."""
+        reflexive = self.node.connector.reflexive
+        if not reflexive.mapping_dependent():
+            return NEVER if reflexive.likely_independent() else CAUSAL_HOLD_S
         rtts = sorted(link.srtt for link in self.node.table if link.direct and link.srtt is not None)
         per_hop = 0.75 * rtts[len(rtts) // 2] if rtts else HOLD_PER_HOP_S
         return min(MAX_HOLD_S, max(MIN_HOLD_S, max(1, hops) * per_hop))
@@ -169,6 +196,32 @@ class Puncher:
         node.counters["punches_started"] += 1
         self._flush(punch, now)
         return True
+
+    def respond(self, token: int, peer: Address, remote: Sequence[Endpoint], now: float, hops: int) -> bool:
+        """A responder's session for a connect-to-me that came over ``hops`` overlay hops: pre-punch
+        now, full probes after ``hold_for``. False when refused (too many)."""
+        if not self.start(token, peer, remote, now, hold_s=self.hold_for(hops)):
+            return False
+        punch = self._active[token]
+        if punch.attempt is None and self.node.connector.reflexive.mapping() is MappingBehaviour.UNKNOWN:
+            punch.undecided = hops
+        return True
+
+    def mapping_changed(self, now: float) -> None:
+        """Our NAT's mapping behaviour is known now, or changed: responder sessions held while it was
+        unknown probe after the hold it calls for (a dependent mapping's), or keep holding."""
+        reflexive = self.node.connector.reflexive
+        if reflexive.mapping() is MappingBehaviour.UNKNOWN:
+            return
+        for punch in list(self._active.values()):
+            if punch.undecided is None:
+                continue
+            hops, punch.undecided = punch.undecided, None
+            hold = self.hold_for(hops)
+            if hold != NEVER and not punch.quiet and punch.session.state is PunchState.PUNCHING:
+                self.node.counters["punch_holds_released"] += 1
+                punch.session.release_hold(max(now, punch.session.started_at + hold))
+                self._flush(punch, now)
 
     def prepunch(self, token: int, remote: Sequence[Endpoint], now: float) -> None:
         """Open our own NAT towards endpoints we know before asking the peer (one low-TTL probe each)."""

@@ -90,6 +90,24 @@ class Reflexive:
         """Unless peers see our socket at its own address: a pre-punch is worth sending."""
         return self.observer.mapping(self._now) is not MappingBehaviour.NONE
 
+    def mapping(self) -> MappingBehaviour:
+        """Our NAT's mapping behaviour as far as peers' observations show it so far."""
+        return self.observer.mapping(self._now)
+
+    def likely_independent(self) -> bool:
+        """Our mapping is endpoint-independent or none, as far as we know or can guess: known so, or
+        still unknown (one peer has seen us) while every public endpoint seen keeps our own port.
+        Linux's masquerade keeps the port whenever it can; a fully random symmetric NAT practically
+        never does (1 in 64,000), so a port that moved says little and counts as not independent."""
+        mapping = self.mapping()
+        if mapping in (MappingBehaviour.NONE, MappingBehaviour.ENDPOINT_INDEPENDENT):
+            return True
+        if mapping is not MappingBehaviour.UNKNOWN:
+            return False
+        public = self.observer.public_endpoints(self._now)
+        ports = {port for _, port in self.local}
+        return bool(public) and all(port in ports for _, port in public)
+
     def mapping_dependent(self) -> bool:
         """Peers see us at a different public port per destination (a symmetric NAT), as far as we
         know: then our advertised endpoint is not where the peer's probes must go (see ``punching``)."""

@@ -143,8 +143,9 @@ class Relays:
         for link in node.table:
             if len(entries) >= MAX_NEIGHBOURS:
                 break
-            if link.endpoint is not None and link.peer not in listed and link.sessions:
-                entries.append(Neighbour(link.peer, (link.endpoint,)))
+            named = link.listed_endpoints()[:4]  # never its public endpoint alone (see there)
+            if link.endpoint is not None and named and link.peer not in listed and link.sessions:
+                entries.append(Neighbour(link.peer, named))
         return tuple(entries)
 
     def recruit(self, entries: tuple[Neighbour, ...], now: float) -> None:

@@ -91,7 +91,7 @@ class Signalling:
         if msg.candidates and (link is None or not link.direct):
             # Before the reply (causal order): our pre-punch leaves before the requester can learn
             # where to probe, so its probes never reach our router ahead of our own mapping.
-            c.punch.start(msg.token, src, msg.candidates, now, hold_s=c.punch.hold_for(hops))
+            c.punch.respond(msg.token, src, msg.candidates, now, hops)
         reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
         node.send_overlay(src, reply, now, via=msg.reply_via)
         c.punch.answered(msg.token, reply.candidates, msg.reply_via)

@@ -106,7 +106,11 @@ class StunQueries:
             self.results[result.server] = result
             if result.state is TransactionState.SUCCEEDED and result.mapped is not None:
                 node.counters["stun_answers"] += 1
-                node.connector.reflexive.stun_observed(result.server, result.mapped, now)
+                reflexive = node.connector.reflexive
+                mapping = reflexive.mapping()
+                reflexive.stun_observed(result.server, result.mapped, now)
+                if reflexive.mapping() is not mapping:
+                    node.connector.punch.mapping_changed(now)
                 if self.filter_server is None:
                     self._start_filtering(result.server, now)
             else:

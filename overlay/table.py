@@ -64,6 +64,7 @@ class Link:
         "relay",
         "sessions",
         "srtt",
+        "told_endpoints",
         "unused_since",
     )
 
@@ -83,6 +84,8 @@ class Link:
         self.probe_sent = 0.0
         self.probe_tries = 0
         self.candidates: tuple[Endpoint, ...] = ()
+        self.told_endpoints = False
+        """The peer's ``Hello`` gave its candidates (see ``listed_endpoints``)."""
         self.next_check = 0.0
         self.next_wake: float | None = None
         """When the node's timer heap holds an entry for this link that will wake ``Liveness.check``
@@ -92,6 +95,19 @@ class Link:
     @property
     def direct(self) -> bool:
         return self.endpoint is not None
+
+    def listed_endpoints(self) -> tuple[Endpoint, ...]:
+        """The peer's endpoints as neighbour lists name them: the path we use first, then its own
+        candidates; none until its ``Hello`` has given those. Before that we know only where its
+        packets come from, which for a node behind a NAT is its router's public port alone; a node
+        that heard of it would take it for a public node and handshake straight there, and on a
+        router whose own stack accepts unsolicited input that packet takes the host's port, which
+        Linux then gives none of the host's later flows (the NAT grid's clash pair, docs/nat.md).
+        A node named without endpoints is reached by connect-to-me and punching."""
+        if not self.told_endpoints:
+            return ()
+        first = (self.endpoint,) if self.endpoint is not None else ()
+        return first + tuple(c for c in self.candidates if c != self.endpoint)
 
     def path_text(self) -> str:
         if self.endpoint is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -54,6 +55,11 @@ LAN_MATE = "port1b"
 BOOT_IP = SERVER_IPS[0]
 FIGURES: dict[str, Any] = {}
 
+
+TRACE = os.environ.get("IPOP_NAT_TRACE") == "1"
+"""For diagnosing: every router's ``conntrack -E`` events (with timestamps) and the nodes' debug logs
+go to the lab's directory (the test's tmp dir, printed at the start): ``conntrack-<site>.out`` and
+``<label>-1.err``."""
 
 POLL_S = 0.5
 """Status polls start a CLI process each; on two cores, polling faster steals time from the nodes."""
@@ -121,7 +127,15 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
             sites[label] = site
         natlab.impair(sites["lossy1"], LOSS_PERCENT)
         natlab.start_stun_server()
-        boot = VpnNode(the_lab, "boot", natlab.server, BOOT_IP, node_config(the_lab, "boot", BOOT_IP, []))
+        log_level = "info"
+        if TRACE:
+            log_level = "debug"
+            print(f"\nIPOP_NAT_TRACE: conntrack events and debug logs in {the_lab.workdir}")
+            for label, site in sites.items():
+                cmd = ["conntrack", "-E", "-p", "udp", "-o", "timestamp"]
+                natlab.start(f"conntrack-{label}", cmd, ns=site.router)
+        boot_config = node_config(the_lab, "boot", BOOT_IP, [], log_level=log_level)
+        boot = VpnNode(the_lab, "boot", natlab.server, BOOT_IP, boot_config)
         boot.start()
         natlab.add_host(sites["port1"])
         sites[LAN_MATE] = sites["port1"]
@@ -131,7 +145,9 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
             ip = site.host_ip(k)
             network = {"namespace": "default", "lease_seconds": 120}
             overlay_keys = {"stun_servers": [STUN_SERVER]} if label in STUN_USERS else None
-            config = node_config(the_lab, label, ip, [BOOT_IP], network=network, overlay=overlay_keys)
+            config = node_config(
+                the_lab, label, ip, [BOOT_IP], network=network, overlay=overlay_keys, log_level=log_level
+            )
             nodes[label] = VpnNode(the_lab, label, site.hosts[k], ip, config)
         started = time.monotonic()
         wait_for(lambda: boot.status()["node"]["state"] == "running", 20, "the bootstrap node", POLL_S)

@@ -219,6 +219,7 @@ def node_config(
     network: dict[str, Any] | None = None,
     dns_upstream: str | None = None,
     overlay: dict[str, Any] | None = None,
+    log_level: str = "info",
 ) -> Path:
     """Write the TOML file of node ``name`` listening on ``ip``:5800 and return its path. ``network``
     holds the keys of its ``[network]`` section (``None``: a pure overlay node); ``overlay`` adds keys to
@@ -226,7 +227,7 @@ def node_config(
     config = lab.workdir / f"{name}.toml"
     text = (
         f'[node]\nname = "{name}"\nstate_dir = "{lab.workdir / (name + ".state")}"\n'
-        f'listen = "{ip}:5800"\nlog_level = "info"\n'
+        f'listen = "{ip}:5800"\nlog_level = "{log_level}"\n'
         f'[overlay]\nsecret = "{secret}"\n'
         f"bootstrap = {json.dumps([f'udp://{b}:5800' for b in bootstrap])}\n"
     )

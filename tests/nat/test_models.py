@@ -90,8 +90,28 @@ def test_port_clash_between_two_hosts_remaps_the_second() -> None:
     assert box.outbound(H1, X, 0.0) == (PUB, 40000)
     second = box.outbound(H2, X, 0.0)
     assert second is not None and second[1] != 40000 and box.remapped == 1
-    # To another destination the tuple is free: Linux keeps the port for H2 there.
-    assert box.outbound(H2, Y, 0.0) == (PUB, 40000)
+    # To another destination H2 follows its existing mapping (Linux's find_appropriate_src), though
+    # its own port would be free there.
+    assert box.outbound(H2, Y, 0.0) == second
+
+
+def test_a_hosts_later_flows_follow_its_newest_remapped_port_until_it_expires() -> None:
+    """The grid's clash: one unsolicited packet to the host's public port (router input accepted)
+    moved one flow, and every later flow of that host to any peer left from the moved port, so peers
+    that knew the advertised port reached the router's stack instead (conntrack -L on the clash
+    routers: all 14 flows of clash1 from one port)."""
+    peer, other, third = ("203.0.113.6", 40000), ("203.0.113.10", 5800), ("192.168.7.2", 5800)
+    box = nat("port", router_input_accept=True)
+    assert box.inbound(peer, (PUB, 40000), 0.0) is None
+    moved = box.outbound(H1, peer, 0.1)
+    assert moved is not None and moved[1] != 40000
+    assert box.outbound(H1, other, 0.2) == moved
+    assert box.outbound(H1, third, 0.3) == moved
+    assert box.remapped == 3
+    # Another host keeps its own port: the lookup is by private source.
+    assert box.outbound(H2, other, 0.3) == (PUB, 40000)
+    # Once every flow of H1 has expired (30 s unreplied), a new flow gets the host's own port again.
+    assert box.outbound(H1, Y, 100.0) == (PUB, 40000)
 
 
 def test_router_input_accept_reproduces_the_conntrack_clash() -> None:

@@ -83,6 +83,18 @@ def test_hold_delays_full_probes_but_not_the_prepunch() -> None:
     assert s.probes_due(0.32) == [(C1, 0)]
 
 
+def test_an_endless_hold_sends_only_the_prepunch_and_answers_until_released() -> None:
+    s = PunchSession([C1], 0.0, hold_s=float("inf"))
+    assert s.probes_due(0.0) == [(C1, 2)]
+    assert s.get_timer() == pytest.approx(3.0)  # only the deadline
+    assert s.probes_due(1.0) == []
+    s.probe_received(C1, 1.1)  # the peer's probe is checked back at once, hold or not
+    assert s.probes_due(1.1) == [(C1, 0)]
+    s.release_hold(1.5)  # our mapping turned out symmetric: probe after all
+    assert s.get_timer() == pytest.approx(1.5)
+    assert s.probes_due(1.5) == [(C1, 0)]
+
+
 def test_peer_reflexive_learned_and_probed_at_once() -> None:
     s = PunchSession([C2], 0.0)
     s.probes_due(0.0)
