@@ -45,12 +45,13 @@ from .attempt import (
     Attempt,
 )
 from .events import Endpoint
+from .linkcare import make_room
 from .punching import Puncher
 from .reflexive import Reflexive
 from .relay import Relays, TunnelPath
 from .signalling import Signalling
 from .table import LEAF, Link
-from .wire import Hello, Neighbour
+from .wire import Close, Hello, Neighbour, encode_control
 
 if TYPE_CHECKING:
     from .linksec import InitiatorHandshake, Session
@@ -334,9 +335,9 @@ class Connector:
         link = node.table.get(peer)
         new = link is None
         if link is None:
-            if len(node.table) >= node.config.max_links:
+            if len(node.table) >= node.config.max_links and not make_room(node.maintenance, now):
                 node.counters["links_refused_full"] += 1
-                node.security.close_session(session)
+                self._refuse(session, path, now)
                 return
             link = Link(peer, now)
             node.table.add(link)
@@ -382,6 +383,14 @@ class Connector:
         node.maintenance.ring_changed(now)
         if peer not in self.by_peer:  # a member on our LAN: onto the local path with it
             node.lan.link_up(peer, now)
+
+    def _refuse(self, session: Session, path: Path, now: float) -> None:
+        """Close a session the table has no room for, saying so: a silent refusal left the peer with a
+        link that looked up until its keepalives failed (a joiner stalled for a minute); told, it turns
+        to its next bootstrap peer at once."""
+        node = self.node
+        node.transmit(session.seal(encode_control(Close("full")), now), path, now)  # fresh: can seal
+        node.security.close_session(session)
 
     def on_handshake_failed(self, index: int, answered_by: Address, now: float) -> None:
         """Our INIT reached an authentic node other than the one we meant (the peer moved, or its

@@ -9,6 +9,9 @@ Once per housekeeping tick, ``manage_links`` walks the table:
 * each link's sessions are tended: rekeyed when old, closed when superseded and quiet, their cipher
   contexts freed when idle.
 
+When the table is full, a new link takes the place of the unused link (no role at either end) heard
+from longest ago (``make_room``); only a table of links in use refuses a newcomer.
+
 Peers that died on us are remembered (``lost_link``) and one is probed every ``LOST_PROBE_S``: after a
 partition heals, such probes bring the two rings back together.
 
@@ -69,6 +72,21 @@ def manage_links(m: Maintenance, now: float) -> None:
             link.unused_since = None
         if link.sessions:
             tend_sessions(m, link, now)
+
+
+def make_room(m: Maintenance, now: float) -> bool:
+    """Evict the least recently heard unused link to make room for a new one; whether one was evicted.
+    In a flash crowd the bootstrap peers' tables fill with links whose joiners have moved on; refusing
+    the next joiners instead stalled them (docs/simscale.md)."""
+    node = m.node
+    unused = [link for link in node.table if link.my_roles == 0 and link.peer_roles == 0]
+    if not unused:
+        return False
+    victim = min(unused, key=lambda link: link.last_rx)
+    node.counters["links_evicted"] += 1
+    node.send_control(victim, Close("evicted"), now)
+    node.drop_link(victim, "evicted for a new link", now, notify=False, linger=True)
+    return True
 
 
 def tend_sessions(m: Maintenance, link: Link, now: float) -> None:

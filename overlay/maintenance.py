@@ -33,7 +33,7 @@ from .events import Endpoint, JoinStateChanged, NeighboursChanged
 from .farlinks import manage_far
 from .linkcare import LOST_PROBE_S, lost_link, manage_links, probe_lost
 from .table import LEAF, NEAR, SHORTCUT, Link
-from .wire import MAX_NEIGHBOURS, Neighbour, Neighbours, Roles
+from .wire import MAX_NEIGHBOURS, Close, Neighbour, Neighbours, Roles
 
 if TYPE_CHECKING:
     from .node import OverlayNode
@@ -156,6 +156,8 @@ class Maintenance:
         node = self.node
         if self.state == JOINED:
             self._set_state(ISOLATED, "lost every link; contacting bootstrap peers")
+        elif self.state == JOINING:  # the peer we joined through closed the link: start again
+            self._set_state(BOOTSTRAPPING, "the bootstrap peer closed the link; trying the next")
         self.bootstrap_attempts &= set(node.connector.attempts)
         if self.bootstrap_attempts or now < self.next_bootstrap:
             return
@@ -188,6 +190,10 @@ class Maintenance:
     # -- near links and stabilisation ----------------------------------------------------------------
 
     def ring_changed(self, now: float) -> None:
+        if len(self.node.table) == 0 and self.node.config.bootstrap:
+            # The last link went (refused by a full bootstrap peer, closed, or dead): the next
+            # bootstrap peer at once, not at the next tick.
+            self._bootstrap(now)
         self.recompute(now)
 
     def recompute(self, now: float) -> None:
@@ -218,15 +224,24 @@ class Maintenance:
         if len(self.node.table) == 0:
             return
         if self.state in (BOOTSTRAPPING, ISOLATED):
+            # The queue of bootstrap peers is kept until joined: should this one close the link (its
+            # table is full), the next is tried, and a whole round of refusals waits out a backoff.
             self.bootstrap_backoff = self.node.config.bootstrap_retry_s
-            self.bootstrap_queue, self.bootstrap_rounds = [], 0
             self._set_state(JOINING, "linked; looking for ring neighbours")
             self.join_answered = False
             self._join_probe(now)
         if self.state == JOINING and self.join_answered and left and right:
-            for link in self.node.table:
+            self.bootstrap_queue, self.bootstrap_rounds = [], 0
+            node = self.node
+            for link in list(node.table):
                 if link.my_roles & LEAF:
                     self.drop_role(link, LEAF, now)
+                    if link.my_roles == 0 and link.peer_roles == 0:
+                        # The link to the bootstrap peer has done its work: free its place in the
+                        # bootstrap peer's table now (in a flash crowd it is full of joiners) rather
+                        # than after the grace for unused links. No NEAR role: not in our view.
+                        node.send_control(link, Close("joined"), now)
+                        node.drop_link(link, "joined through it", now, notify=False, linger=True)
             self._set_state(JOINED, f"linked to ring neighbours {short(left[0])} and {short(right[0])}")
 
     def _join_probe(self, now: float, via: Address | None = None) -> None:
@@ -242,6 +257,7 @@ class Maintenance:
             self.join_attempts.add(attempt)
 
     def connect_answered(self, attempt_id: int, now: float) -> None:
+        self.bootstrap_attempts.discard(attempt_id)  # linked: a close of that link may move on at once
         if attempt_id in self.join_attempts:
             self.join_attempts.discard(attempt_id)
             self.join_answered = True
