@@ -242,19 +242,8 @@ def vpn_state(node: VpnNode, target: str) -> str:
     return f"{node.name}: addr {found[0]!r} route {found[1]!r} ping {found[2]!r}"
 
 
-CLASH_OPEN = pytest.mark.xfail(
-    strict=False,
-    reason="open bug (docs/nat.md): a clash pair sometimes stays relayed past its first direct retry, "
-    "the stale conntrack entries still alive; about one grid run in four, the rest go direct",
-)
-"""Reported as XFAIL or XPASS in every run, so the pair stays in sight until the bug is mended."""
-
-
 def _pair_params() -> list[Any]:
-    return [
-        pytest.param(a, b, id=f"{a}-{b}", marks=[CLASH_OPEN] if a.startswith("clash") else [])
-        for a, b in PAIRS
-    ]
+    return [pytest.param(a, b, id=f"{a}-{b}") for a, b in PAIRS]
 
 
 @pytest.mark.parametrize(("a", "b"), _pair_params())
