@@ -134,8 +134,10 @@ class DataPath:
             if taken:
                 self.rx_datagrams += taken
                 self.rx_bytes += sum(map(len, group)) - sum(map(len, failed))
-                link.last_rx = link.last_app = now
+                link.last_rx = now
                 link.probe_tries = 0
+                if taken > len(others):  # the sink got messages (keepalives are not application data)
+                    link.last_app = now
                 for plaintext in others:
                     self._deliver(session, link, plaintext, addr, now)
             if failed:

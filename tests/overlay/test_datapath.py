@@ -332,5 +332,9 @@ def test_a_sink_gets_its_service_decrypted_in_place_and_everything_else_goes_as_
     session = pair.a.sending_session(link) if link is not None else None
     assert session is not None
     sink.buf[sink.at : sink.at + 2] = bytes((1, Service.IPOP))  # what a stale room could hold
-    assert pair.b.datapath.receive(session.seal(b"", pair.now), EA, pair.now)  # a keepalive
+    b_link = pair.b.table.get(pair.a.address)
+    assert b_link is not None
+    app_at = b_link.last_app
+    assert pair.b.datapath.receive(session.seal(b"", pair.now + 1), EA, pair.now + 1)  # a keepalive
     assert len(sink.got) == 2 and pair.b.datapath.rx_datagrams == 5
+    assert b_link.last_rx == pair.now + 1 and b_link.last_app == app_at  # alive, but not in use
