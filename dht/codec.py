@@ -142,7 +142,8 @@ class GetReply:
 @dataclass(frozen=True, slots=True)
 class Store:
     """Records pushed to a neighbour (copies, hand-over, answers to :class:`Sync`) or to a position
-    (read repair, with ``batch_id`` 0: no acknowledgement wanted)."""
+    (routed hand-over, read repair). ``batch_id`` 0: no acknowledgement wanted (an empty answer to a
+    :class:`Sync`)."""
 
     batch_id: int
     sync_id: int

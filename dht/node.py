@@ -207,8 +207,7 @@ class DhtNode:
 
     def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
         self.stats.repairs_sent += 1
-        message = Store(0, 0, 0, 1, (PositionRecords(key, index, (held,)),))
-        self.router.send(key_address(key, index), Service.DHT, encode(message), now, exact=False)
+        self.replicator.send_routed(PositionRecords(key, index, (held,)), now)
 
     def resend_timeout(self) -> float:
         return self.resend_timer.timeout()

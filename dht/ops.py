@@ -23,7 +23,9 @@ transitions, all in one place:
     GetOp
         READING --answers decide every value--> done(Values); LINGERING
         READING --timeout--> done(Values, or no_quorum while a value is undecided)
-        LINGERING --late answer--> read repair of that position; --timeout--> gone
+        LINGERING --late answer--> read repair of that position; --timeout--> gone   (a silent
+                     position still gets its resends: its request may have been lost, and only its
+                     answer tells whether it needs the repair)
 
 Why two phases for create. Replicas accept a committed claim only when no other owner's live claim
 is there (first writer wins, :mod:`dht.store`), and an owner wins only with a majority of *committed*
@@ -92,8 +94,9 @@ class OpHost(Protocol):
 
 class Op:
     """Common frame of the operations. ``result`` is set once, when the operation is decided;
-    ``finished`` when it needs no more messages or timers (a decided operation may linger a little
-    to repair replicas or roll back, without resending)."""
+    ``finished`` when it needs no more messages or timers (a decided operation may go on a little:
+    a write completing the other positions, a get asking silent positions so as to repair them, a
+    failed create rolling back)."""
 
     def __init__(self, host: OpHost, op_id: OpId, key: bytes, now: float) -> None:
         self.host = host
@@ -388,7 +391,10 @@ class GetOp(Op):
         if self.result is None:
             if self.tally.complete(self.phase.open_count()):
                 self.result = Values(self.key, self.tally.values())
-                self._linger()
+                # No _linger: a position still silent keeps its resends. Its request may have gone
+                # into a link whose peer died unnoticed, and a position never heard from is never
+                # repaired (a third of a key's positions emptied by a crash stayed empty until the
+                # owner's republish when the one request to one of them was lost so).
                 self._repair(now, None)
         else:
             self._repair(now, reply.index)

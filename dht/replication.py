@@ -295,6 +295,18 @@ class Replicator:
             self._send(dest, payload, now, not routed)
             self.stats.pushes_sent += 1
 
+    def send_routed(self, records: PositionRecords, now: float) -> None:
+        """Push records to whichever node is closest to their position (a get's read repair), resent
+        every ``push_timeout_s`` until acknowledged (``push_attempts`` sends), like a routed
+        hand-over: the first send may go into a link whose peer died unnoticed, and a repair that
+        never lands leaves the position empty until the owner's republish. Nothing is recorded about
+        who holds it afterwards: this node is not among the position's holders."""
+        batch_id = self._new_id()
+        payload = encode(StoreMsg(batch_id, 0, 0, 1, (records,)))
+        pos = key_address(records.key, records.index)
+        self._batches[batch_id] = _Batch(pos, True, {}, payload, now + self.config.push_timeout_s)
+        self._send(pos, payload, now, False)
+
     # -- messages -------------------------------------------------------------------------------
 
     def handle_store(self, src: Address, message: StoreMsg, now: float) -> None:
@@ -335,6 +347,8 @@ class Replicator:
         if batch is None or (not batch.routed and src != batch.target):
             return
         del self._batches[ack.batch_id]
+        if not batch.positions:
+            return  # a read repair (send_routed): landed, nothing to note
         key = (batch.target, batch.routed)
         pending = self._pending.get(key, {})
         refused = set(ack.refused)

@@ -16,6 +16,7 @@ from dht.codec import (
     RoleReply,
     Status,
     Store,
+    StoreAck,
     Sync,
     Verdict,
     Write,
@@ -251,3 +252,24 @@ def test_a_hand_over_from_a_non_neighbour_is_not_limited_like_a_flood_of_request
     for i in range(1000):
         deliver(node, stranger, Role(i + 1, b"k", 0, 0), 1.0, dest=key_address(b"k", 0))
     assert node.stats.rate_limited - 50 == 1000 - (CONFIG.peer_handover_burst - 300)
+
+
+def test_a_read_repair_is_resent_until_the_position_acknowledges_it() -> None:
+    """A get's read repair is a write: routed to the position, sent again every ``push_timeout_s``
+    until acknowledged (the first send may go into a link whose peer died unnoticed), and no more
+    once the holder's ack comes back."""
+    node, router = make_node()
+    record = sign_record(WRITER, Kind.PUT, b"k", b"v", ttl=600, seq=1)
+    pos = key_address(b"k", 5)
+    node.send_repair(b"k", 5, Held(record, 600), 0.0)
+    ((dest, store, exact),) = router.take()
+    assert dest == pos and not exact and isinstance(store, Store) and store.batch_id != 0
+    assert store.positions == (PositionRecords(b"k", 5, (Held(record, 600),)),)
+    timer = node.get_timer()
+    assert timer is not None and timer <= CONFIG.push_timeout_s
+    node.handle_timer(timer)
+    assert [(d, m) for d, m, e in router.take() if isinstance(m, Store)] == [(pos, store)]  # unanswered
+    deliver(node, Address((pos + 5) % RING), StoreAck(store.batch_id, ()), timer + 0.1)
+    for t in (timer + 2 * CONFIG.push_timeout_s, timer + 10 * CONFIG.push_timeout_s):
+        node.handle_timer(t)
+    assert not [m for _d, m, _e in router.take() if isinstance(m, Store)], "resent after its ack"
