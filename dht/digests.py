@@ -13,7 +13,9 @@ The neighbour answers with the positions it holds in the same version (:func:`sa
 count those as held and push the rest in full. A digest that gets no answer within
 ``push_timeout_s`` (lost, or the neighbour died) falls back to pushing its positions in full, as
 before. While a position's digest is in flight to a neighbour, the replicator pushes it no other way
-to that neighbour (:meth:`DigestExchange.in_flight`), so no position is pushed twice.
+to that neighbour (:meth:`DigestExchange.in_flight`), so no position is pushed twice. A write that
+changes such a position meanwhile reaches that neighbour when the answer comes (it no longer matches
+our digest, so it is pushed): one round trip later, or ``push_timeout_s`` if the answer was lost.
 """
 
 from __future__ import annotations
