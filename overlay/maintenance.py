@@ -297,14 +297,17 @@ class Maintenance:
                 if side == 1 and len(linked) >= k
                 else (clockwise(linked[-1], me) if side == -1 and len(linked) >= k else RING)
             )
-            ranked = sorted(
-                (clockwise(me, a) if side == 1 else clockwise(a, me), a)
-                for a in self.known
-                if a not in self.failed
-            )
-            for wanted, (dist, addr) in enumerate(ranked):
-                if dist >= limit or wanted >= k:
-                    break
+            # Only known nodes nearer than our k-th linked peer on this side matter, and usually there
+            # are none: filter before sorting (this runs on every change of the ring view).
+            failed = self.failed
+            if side == 1:
+                closer = [(d, a) for a in self.known if (d := clockwise(me, a)) < limit and a not in failed]
+            else:
+                closer = [(d, a) for a in self.known if (d := clockwise(a, me)) < limit and a not in failed]
+            if not closer:
+                continue
+            closer.sort()
+            for _, addr in closer[:k]:
                 if node.table.get(addr) is None and not connector.busy(addr):
                     connector.connect_address(Address(addr), NEAR, now, hints=self.known[addr][0])
 
