@@ -116,12 +116,13 @@ class DigestExchange:
             self._flying.pop(wait.target, None)
 
 
-def same_versions(store: Store, digest: Digest, now: float) -> tuple[int, ...]:
-    """The positions of ``digest`` (numbered as in it) that ``store`` holds in the same version. A
-    position we do not hold is never "the same", even if its digest is that of nothing."""
+def same_versions(store: Store, digest: Digest, now: float) -> list[tuple[int, Address, int]]:
+    """The positions of ``digest`` that ``store`` holds in the same version, each as (its number in
+    ``digest``, the position, the version). A position we do not hold is never "the same", even if its
+    digest is that of nothing."""
     same = []
     for n, (raw, theirs) in enumerate(digest.positions):
         pos = Address(int.from_bytes(raw, "big"))
         if pos in store and store.digest(pos, now) == theirs:
-            same.append(n)
-    return tuple(same)
+            same.append((n, pos, theirs))
+    return same

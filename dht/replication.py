@@ -31,22 +31,19 @@ hold in our version; a hand-over routed to a position is pushed in full.
 A node whose neighbourhood gained members asks each new one to *sync*: "send me the positions I should
 hold". Until every answer arrived (or ``sync_timeout_s`` passed) the node is *not ready*: it answers
 writes with NOT_READY, so a newcomer never accepts a create for a position whose reservation its
-predecessor still holds — the race :mod:`dht.ops` must never lose.
-
-The other way round, we push nothing to a new neighbour until it asked us to sync (or
-``sync_timeout_s`` passed): the answer carries every position it should hold by our view, so pushing
-on sight too sent those twice. Both waits are :mod:`dht.syncs`.
+predecessor still holds — the race :mod:`dht.ops` must never lose. The other way round, a new
+neighbour is pushed nothing until it asked us to sync; both waits are :mod:`dht.syncs`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from random import Random
 
 from overlay import Address, key_address, short
 
+from .batches import PendingPush, PushBatch
 from .codec import (
     Digest,
     DigestReply,
@@ -73,26 +70,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[Address, bytes, float, bool], None]
 """(destination, payload, now, exact): route one DHT message."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    """A push of one position to one target, possibly split over several batches."""
-
-    batches: int
-    digest: int
-    failed: bool = False
-
-
-@dataclass(slots=True)
-class _Batch:
-    target: Address
-    routed: bool
-    """True: sent to ``target`` as a position (to whoever is closest); False: to that exact node."""
-    positions: dict[Address, int]
-    payload: bytes
-    resend_at: float
-    attempts: int = 1
 
 
 class Replicator:
@@ -125,9 +102,9 @@ class Replicator:
         is lost (a dead link on the way under churn) is forgotten at the first sweep after
         ``push_timeout_s * push_attempts`` (as long as a push is retried); the position is asked about
         again at the next resync, as before."""
-        self._pending: dict[tuple[Address, bool], dict[Address, _Pending]] = {}
+        self._pending: dict[tuple[Address, bool], dict[Address, PendingPush]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
-        self._batches: dict[int, _Batch] = {}
+        self._batches: dict[int, PushBatch] = {}
         self._syncs = SyncWaits(config.sync_timeout_s)
         self._resync_at: float | None = None
         self._digests = DigestExchange(config, new_id)
@@ -288,10 +265,12 @@ class Replicator:
             for pos, digest in digests.items():
                 p = pending.get(pos)
                 if p is None or p.digest != digest:
-                    pending[pos] = _Pending(0, digest)
+                    pending[pos] = PendingPush(0, digest)
                 pending[pos].batches += 1
             dest, routed = target
-            self._batches[batch_id] = _Batch(dest, routed, digests, payload, now + self.config.push_timeout_s)
+            self._batches[batch_id] = PushBatch(
+                dest, routed, digests, payload, now + self.config.push_timeout_s
+            )
             self._send(dest, payload, now, not routed)
             self.stats.pushes_sent += 1
 
@@ -304,7 +283,7 @@ class Replicator:
         batch_id = self._new_id()
         payload = encode(StoreMsg(batch_id, 0, 0, 1, (records,)))
         pos = key_address(records.key, records.index)
-        self._batches[batch_id] = _Batch(pos, True, {}, payload, now + self.config.push_timeout_s)
+        self._batches[batch_id] = PushBatch(pos, True, {}, payload, now + self.config.push_timeout_s)
         self._send(pos, payload, now, False)
 
     # -- messages -------------------------------------------------------------------------------
@@ -412,10 +391,9 @@ class Replicator:
         """Tell ``src`` which of the positions it listed we hold in its version; it pushes the rest."""
         same = same_versions(self.store, digest, now)
         if src in self.members:
-            for n in same:
-                raw, version = digest.positions[n]
-                self._has.setdefault(Address(int.from_bytes(raw, "big")), {})[src] = version
-        self._send(src, encode(DigestReply(digest.req_id, same)), now, True)
+            for _n, pos, version in same:
+                self._has.setdefault(pos, {})[src] = version
+        self._send(src, encode(DigestReply(digest.req_id, tuple(n for n, _p, _v in same))), now, True)
 
     def handle_digest_reply(self, src: Address, reply: DigestReply, now: float) -> None:
         answer = self._digests.answered(src, reply)
@@ -455,10 +433,13 @@ class Replicator:
             times.append(self._resync_at)
         return min(times) if times else None
 
+    def _next_resync(self, now: float) -> float:
+        return now + self.config.resync_interval_s * (1 - 0.25 * self.rng.random())
+
     def handle_timer(self, now: float) -> None:
         c = self.config
         if self._resync_at is None:
-            self._resync_at = now + c.resync_interval_s * (1 - 0.25 * self.rng.random())
+            self._resync_at = self._next_resync(now)
         silent, late = self._syncs.expire(now)
         if silent or late:
             log.debug("%s: no sync from %s, none asked by %s", short(self.me), _names(silent), _names(late))
@@ -481,7 +462,7 @@ class Replicator:
             self._send(batch.target, batch.payload, now, not batch.routed)
             self.stats.pushes_sent += 1
         if self._resync_at <= now:
-            self._resync_at = now + c.resync_interval_s * (1 - 0.25 * self.rng.random())
+            self._resync_at = self._next_resync(now)
             self._has.clear()
             self._roles.clear()
             self._resyncing = True
