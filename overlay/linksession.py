@@ -268,40 +268,6 @@ class Session:
             self.fin_packet = None
         return plaintext
 
-    def open_into(
-        self, data: bytes | memoryview, counter: int, now: float, buf: memoryview, offset: int
-    ) -> int:
-        """:meth:`open`, decrypting into ``buf[offset:]`` instead of a new object (the data path builds
-        its TAP frame in place); returns the plaintext's length. The same checks and errors. After a
-        :class:`LinkDecodeError` the bytes at ``buf[offset:offset + len(data) - DATA_OVERHEAD]`` may
-        have been overwritten (with unauthenticated bytes): the caller restores them."""
-        state = self.state
-        if state is not _C and state is not _U:
-            raise LinkDecodeError("pending" if state is _P else "closed")
-        window = self._window
-        if not window.could_be_fresh(counter):
-            raise LinkDecodeError(window.why_stale(counter))
-        aead = self._recv_aead or self._recv_context()
-        view = data if isinstance(data, memoryview) else memoryview(data)
-        size = len(view) - DATA_OVERHEAD
-        if size < 0:
-            raise LinkDecodeError("short")
-        try:
-            aead.decrypt_into(
-                NONCE.pack(counter),
-                view[DATA_HEADER_BYTES:],
-                view[:DATA_HEADER_BYTES],
-                buf[offset : offset + size],
-            )
-        except InvalidTag:
-            raise LinkDecodeError("bad_aead") from None
-        window.mark(counter)
-        self.last_received = now
-        if self.state is _U:
-            self._advance(_Event.DATA_AUTHENTICATED)
-            self.fin_packet = None
-        return size
-
     def open_many(
         self, datagrams: Sequence[bytes | memoryview], now: float, sink: PlaintextSink, prefix: bytes
     ) -> tuple[list[bytes | memoryview], list[bytes]]:
