@@ -232,6 +232,16 @@ class Ring:
     def do(self, m: Member, call: Callable[[DhtNode, float], OpId], timeout: float = 30.0) -> OpResult:
         return self.wait(m, self.start(m, call), timeout)
 
+    def settled_with_records(self, nodes: int, keys: list[bytes]) -> None:
+        """Start ``nodes`` nodes, let them settle, store each key (value ``key + b"!"``, an hour, no
+        refresh) from the members in turn, and let the copies settle too."""
+        self.add(nodes)
+        self.run(3)
+        for i, key in enumerate(keys):
+            m = self.members[sorted(self.members)[i % nodes]]
+            self.do(m, lambda n, t, k=key: n.put(k, k + b"!", 3600, t, refresh=False))
+        self.run(3)
+
     def random_member(self) -> Member:
         return self.members[self.rng.choice(sorted(self.members))]
 

@@ -21,12 +21,7 @@ KEYS = [b"rec-%d" % i for i in range(40)]
 
 def _ring(seed: int) -> Ring:
     ring = Ring(CONFIG, seed=seed)
-    ring.add(30)
-    ring.run(3)
-    for i, key in enumerate(KEYS):
-        m = ring.members[sorted(ring.members)[i % 30]]
-        ring.do(m, lambda n, t, k=key: n.put(k, k + b"!", 3600, t, refresh=False))
-    ring.run(3)
+    ring.settled_with_records(30, KEYS)
     return ring
 
 

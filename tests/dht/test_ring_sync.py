@@ -19,12 +19,7 @@ CONFIG = DhtConfig(resync_interval_s=3600.0)
 
 def _ring(seed: int) -> Ring:
     ring = Ring(CONFIG, seed=seed)
-    ring.add(40)
-    ring.run(3)
-    for i, key in enumerate(KEYS):
-        m = ring.members[sorted(ring.members)[i % 40]]
-        ring.do(m, lambda n, t, k=key: n.put(k, k + b"!", 3600, t, refresh=False))
-    ring.run(3)
+    ring.settled_with_records(40, KEYS)
     return ring
 
 
