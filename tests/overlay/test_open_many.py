@@ -3,21 +3,10 @@ with the same checks as ``Session.open`` (replay window, authenticity, state), i
 
 from __future__ import annotations
 
-from typing import Any
-
-from overlay import SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305, Address, Session, SessionState
+from bench.dataplane_micro import sessions
+from overlay import SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305, Address
 
 PREFIX = b"\x01\x11"
-
-
-def pair(suite: int) -> tuple[Session, Session]:
-    k1, k2 = bytes(range(32)), bytes(range(32, 64))
-    common: dict[str, Any] = {"peer_public_key": bytes(32), "suite": suite, "now": 0.0}
-    a = Session(state=SessionState.UNCONFIRMED, index=1, peer_index=2, initiator=True,
-                send_key=k1, recv_key=k2, **common)  # fmt: skip
-    b = Session(state=SessionState.UNCONFIRMED, index=2, peer_index=1, initiator=True,
-                send_key=k2, recv_key=k1, **common)  # fmt: skip
-    return a, b
 
 
 class Sink:
@@ -44,7 +33,7 @@ class Sink:
 
 def test_open_many_opens_in_order_and_refuses_what_open_refuses() -> None:
     for suite in (SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305):
-        a, b = pair(suite)
+        a, b = sessions(suite)
         texts = [PREFIX + bytes([i]) * (100 + 3000 * (i % 3)) for i in range(6)]
         sealed = [a.seal(t, 1.0) for t in texts]
         other = a.seal(b"\x02\x05control", 1.0)  # not the sink's: returned, in order
