@@ -62,7 +62,7 @@ def manage_links(m: Maintenance, now: float) -> None:
             # linked peer is never counted towards one, so without the role it would be closed as
             # unused and the traffic would fall back to routing (or a relay) until counted again.
             m.add_role(link, SHORTCUT, now)
-        if link.my_roles == 0 and link.peer_roles == 0:
+        if link.roleless:
             if link.unused_since is None:
                 link.unused_since = now
             elif now - link.unused_since >= ROLELESS_GRACE_S:
@@ -79,7 +79,7 @@ def make_room(m: Maintenance, now: float) -> bool:
     In a flash crowd the bootstrap peers' tables fill with links whose joiners have moved on; refusing
     the next joiners instead stalled them (docs/simscale.md)."""
     node = m.node
-    unused = [link for link in node.table if link.my_roles == 0 and link.peer_roles == 0]
+    unused = [link for link in node.table if link.roleless]
     if not unused:
         return False
     victim = min(unused, key=lambda link: link.last_rx)

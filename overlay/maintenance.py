@@ -236,7 +236,7 @@ class Maintenance:
             for link in list(node.table):
                 if link.my_roles & LEAF:
                     self.drop_role(link, LEAF, now)
-                    if link.my_roles == 0 and link.peer_roles == 0:
+                    if link.roleless:
                         # The link to the bootstrap peer has done its work: free its place in the
                         # bootstrap peer's table now (in a flash crowd it is full of joiners) rather
                         # than after the grace for unused links. No NEAR role: not in our view.

@@ -96,6 +96,12 @@ class Link:
     def direct(self) -> bool:
         return self.endpoint is not None
 
+    @property
+    def roleless(self) -> bool:
+        """Neither end has a role for this link: it is closed after a grace, or evicted first when the
+        table is full (``linkcare``)."""
+        return self.my_roles == 0 and self.peer_roles == 0
+
     def listed_endpoints(self) -> tuple[Endpoint, ...]:
         """The peer's endpoints as neighbour lists name them: the path we use first, then its own
         candidates; none until its ``Hello`` has given those. Before that we know only where its
