@@ -7,14 +7,14 @@ machines, each end printing what it saw as one JSON line, so the test compares c
     python -m tests.ipop.streamcheck udp-sink HOST PORT COUNT
     python -m tests.ipop.streamcheck udp-send HOST PORT COUNT SIZE SEED
 
-TCP content is a seeded pseudo-random stream. With ``PAUSE_AT`` and ``GATE`` (a file name) the sender
-prints ``{"paused": PAUSE_AT}`` once it has sent that many bytes and goes on only when the file exists
-(the test changes the path meanwhile). A UDP datagram carries its sequence number and content
-derived from it, so the sink checks every datagram it receives on its own and reports how many arrived
-intact, how many were corrupt, and a digest over the intact ones. The UDP sender keeps at most
-``WINDOW`` datagrams unacknowledged: the sink acknowledges the highest sequence number it saw after
-each window, so the stream goes as fast as the path carries it without overrunning a socket buffer,
-and a lost acknowledgement costs one ``ACK_WAIT_S`` wait, not the run.
+TCP content is a seeded pseudo-random stream. With ``PAUSE_AT`` and ``GATE`` (a FIFO of ``tests.gate``)
+the sender prints ``{"paused": PAUSE_AT}`` once it has sent that many bytes and goes on when the test
+opens the gate (the test changes the path meanwhile). A UDP datagram carries its sequence number and
+content derived from it, so the sink checks every datagram it receives on its own and reports how many
+arrived intact, how many were corrupt, and a digest over the intact ones. The UDP sender keeps at most
+``WINDOW`` datagrams unacknowledged: the sink acknowledges the highest sequence number it saw after each
+window, so the stream goes as fast as the path carries it without overrunning a socket buffer, and a
+lost acknowledgement costs one ``ACK_WAIT_S`` wait, not the run.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import socket
 import struct
 import sys
-import time
 from random import Random
+
+from tests.gate import GateReader
 
 CHUNK = 1 << 16
 WINDOW = 32
@@ -73,10 +73,9 @@ def tcp_send(
     with socket.create_connection((host, port), timeout=120) as conn:
         if pause_at:
             conn.sendall(data[:pause_at])
+            reader = GateReader(gate)
             print(json.dumps({"paused": pause_at}), flush=True)
-            deadline = time.monotonic() + GATE_WAIT_S
-            while not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.02)  # polling for the test's go-ahead, bounded by the deadline
+            reader.wait(GATE_WAIT_S)
         conn.sendall(data[pause_at:])
     return {"bytes": total, "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.gate import make_gate, open_gate
 from tests.ipop.streamcheck import expected_udp_digest
 from tests.ipop.vpnlab import ENV, UDHCPC_SCRIPT
 from tests.netns import Lab, Process, have_root, lab, run, wait_for
@@ -165,7 +166,7 @@ def test_a_shrinking_path_mtu_is_followed_mid_transfer(pair: Pair) -> None:
     module = [sys.executable, "-m", "tests.ipop.streamcheck"]
     sink = the_lab.start("shrink-sink", [*module, "tcp-sink", b.ip, "7003"], ns=b.ns, env=ENV)
     wait_for(lambda: "listening" in sink.stdout() or not sink.alive(), 20, "the tcp sink")
-    gate = the_lab.workdir / "shrunk"
+    gate = make_gate(the_lab.workdir / "shrunk")
     sender = the_lab.start(
         "shrink-send",
         [*module, "tcp-send", b.ip, "7003", str(TCP_BYTES), "11", str(TCP_BYTES // 5), str(gate)],
@@ -177,7 +178,7 @@ def test_a_shrinking_path_mtu_is_followed_mid_transfer(pair: Pair) -> None:
     assert sender.alive(), sender.stderr()[-2000:]
     for node in (a, b):
         node.sh("ip", "link", "set", "dev", "eth0", "mtu", "1280")
-    gate.touch()
+    open_gate(gate)
     got = wait_for(lambda: _done(sink), TRANSFER_S, "the transfer to complete over the narrower path")
     sent = wait_for(lambda: _done(sender), 30, "the sender to finish")
     assert got == sent and got["bytes"] == TCP_BYTES

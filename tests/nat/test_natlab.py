@@ -34,6 +34,7 @@ from nat import (
     classify_mapping,
     pair_is_punchable,
 )
+from tests.gate import make_gate, open_gate
 from tests.natlab import NAT_TYPES, SERVER_IPS, STUN_PORT, NatLab, Site, finished, read_json_lines
 from tests.netns import Lab, Process, lab, wait_for
 
@@ -169,7 +170,7 @@ def run_punches(natlab: NatLab, specs: list[PunchSpec], timeout_s: float = 3.0) 
                     "--server", SERVER,
                     "--key", key,
                     "--token", str(1000 + n),
-                    "--go", str(natlab.lab.workdir / f"go{n}{side}.json"),
+                    "--go", str(make_gate(natlab.lab.workdir / f"go{n}{side}")),
                     "--timeout", str(timeout_s),
                 )
             )  # fmt: skip
@@ -196,10 +197,7 @@ def run_punches(natlab: NatLab, specs: list[PunchSpec], timeout_s: float = 3.0) 
                 "hold": hold,
                 "prepunch_ttl": spec.prepunch_ttl,
             }
-            path = natlab.lab.workdir / f"go{n}{side}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(go))
-            tmp.rename(path)
+            open_gate(natlab.lab.workdir / f"go{n}{side}", json.dumps(go).encode())
     outcomes = []
     for spec, (pa, pb) in zip(specs, peers, strict=True):
         results = []

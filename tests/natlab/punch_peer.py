@@ -3,7 +3,7 @@ UDP socket.
 
 1. Learn our reflexive endpoint from the lab's STUN server on the punching socket and print it
    (``{"event": "reflexive", ...}``).
-2. Wait for the test to write the go file: the peer's candidates, the moment to start (a
+2. Wait for the test's go-ahead on its gate (``tests.gate``): the peer's candidates, the moment to start (a
    ``time.monotonic()`` value: the clock is shared by all namespaces, so the test can start both sides
    at the same instant, or one ahead of the other), the hold time and the pre-punch TTL.
 3. Punch: send what the session says (probes are ``nat.probe`` PROBE datagrams with the attempt's
@@ -45,23 +45,11 @@ from nat import (
     encode_probe,
     is_probe,
 )
+from tests.gate import GateReader
 
 
 def emit(obj: dict[str, object]) -> None:
     print(json.dumps(obj), flush=True)
-
-
-def wait_for_go(path: Path, limit_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            try:
-                go: dict[str, Any] = json.loads(path.read_text())
-                return go
-            except ValueError:
-                pass  # being written
-        time.sleep(0.002)
-    raise SystemExit(f"no go file {path} within {limit_s} s")
 
 
 def main() -> int:
@@ -72,7 +60,7 @@ def main() -> int:
     ap.add_argument("--server", required=True, help="STUN server ip:port")
     ap.add_argument("--key", required=True, help="probe MAC key, hex")
     ap.add_argument("--token", type=int, required=True)
-    ap.add_argument("--go", required=True, help="path of the go file the test writes")
+    ap.add_argument("--go", required=True, help="the FIFO (tests.gate) the test writes the go-ahead to")
     ap.add_argument("--timeout", type=float, default=3.0)
     ap.add_argument("--linger-idle", type=float, default=1.0)
     ap.add_argument("--linger-max", type=float, default=4.0)
@@ -80,6 +68,7 @@ def main() -> int:
     key = bytes.fromhex(a.key)
     host, port = a.server.rsplit(":", 1)
 
+    gate = GateReader(a.go)  # open before the reflexive line: the test's write must find a reader
     sock = udp_socket(a.port)
     default_ttl = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
     # One transaction of 5 requests fails on a link with 20 % loss each way 0.36^5 = 0.6 % of the
@@ -102,7 +91,10 @@ def main() -> int:
         }
     )
 
-    go = wait_for_go(Path(a.go), 60.0)
+    try:
+        go: dict[str, Any] = json.loads(gate.wait(60.0))
+    except TimeoutError:
+        raise SystemExit(f"no go-ahead on {a.go} within 60 s") from None
     remote = [(str(ep[0]), int(ep[1])) for ep in go["remote"]]
     start_at = float(go["start_at"])
     config = PunchConfig(prepunch_ttl=int(go.get("prepunch_ttl", 2)), timeout_s=a.timeout)
