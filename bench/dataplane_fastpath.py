@@ -48,7 +48,7 @@ class OverlayLinks:
     def direct_limit(self, dest: Address) -> int:
         return self.limit
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes | memoryview]) -> bool:
         pair = self.pair
         sealed = pair.a.datapath.seal_direct(pair.b.address, service, payloads, pair.now)
         if sealed is None:

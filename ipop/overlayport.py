@@ -114,7 +114,7 @@ class OverlayService(Protocol):
         link; use :meth:`send`)."""
         ...
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes | memoryview]) -> bool:
         """Seal ``payloads`` (each at most :meth:`direct_limit`) for ``dest`` and send them together;
         False when there is no direct link to send them on."""
         ...
@@ -240,7 +240,7 @@ class OverlayPort:
     def direct_limit(self, dest: Address) -> int:
         return self.node.datapath.direct_limit(dest, self.loop.time())
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes | memoryview]) -> bool:
         sealed = self.node.datapath.seal_direct(dest, service, payloads, self.loop.time())
         if sealed is None:
             return False
