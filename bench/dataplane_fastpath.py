@@ -48,9 +48,14 @@ class OverlayLinks:
     def direct_limit(self, dest: Address) -> int:
         return self.limit
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(
+        self, dest: Address, service: int, payloads: list[bytes | memoryview], prefixed: bool = False
+    ) -> bool:
         pair = self.pair
-        sealed = pair.a.datapath.seal_direct(pair.b.address, service, payloads, pair.now)
+        if prefixed:
+            sealed = pair.a.datapath.seal_direct(pair.b.address, service, payloads, pair.now, prefixed=True)
+        else:  # the branches before the prefixed payloads (phase 6) have no such argument
+            sealed = pair.a.datapath.seal_direct(pair.b.address, service, payloads, pair.now)
         if sealed is None:
             return False
         self.datagrams += sealed[1]

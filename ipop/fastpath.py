@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from overlay import Address, Delivered, Service
+from overlay import Address, Delivered, Service, app_prefix
 from vnproto import (
     NO_OFFLOAD,
     VNET_HDR_LEN,
@@ -82,8 +82,11 @@ class DirectLinks(Protocol):
         """The largest payload one datagram carries to ``dest`` on a direct link now (0: none)."""
         ...
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
-        """Seal and send ``payloads`` to ``dest`` together; False when there is no direct link."""
+    def send_direct(
+        self, dest: Address, service: int, payloads: list[bytes | memoryview], prefixed: bool = False
+    ) -> bool:
+        """Seal and send ``payloads`` to ``dest`` together; False when there is no direct link.
+        ``prefixed``: each payload begins with ``overlay.app_prefix(service)`` already."""
         ...
 
 
@@ -115,6 +118,9 @@ class FastPath:
         tag = core.tag
         self._uni = packet_header(KIND_UNICAST, tag)
         self._vnet = packet_header(KIND_UNICAST_VNET, tag)
+        self._app_uni = app_prefix(IPOP) + self._uni
+        self._app_vnet = app_prefix(IPOP) + self._vnet
+        """The messages we send, with the overlay's application header in front (``prefixed``)."""
         self._routes = core.mapping.routes
         self._held = core.claims.held
         self._eth = core.config.host_mac + core.remote_mac + IPV4
@@ -162,7 +168,7 @@ class FastPath:
         routes, held, links, core = self._routes, self._held, self.links, self.core
         batches: dict[Address, list[bytes]] = {}
         limits: dict[Address, int] = {}
-        head = self._uni
+        head = self._app_uni
         for frame in frames:
             if frame[12:14] == IPV4 and len(frame) >= MIN_FRAME and frame[14] >> 4 == 4:
                 holder = routes.get(frame[30:34])
@@ -178,7 +184,7 @@ class FastPath:
                         continue
             core.tap_frame(frame, now)
         for holder, batch in batches.items():
-            if links.send_direct(holder, IPOP, [head + frame[ETH:] for frame in batch]):
+            if links.send_direct(holder, IPOP, [head + frame[ETH:] for frame in batch], True):
                 self.tx_direct += len(batch)
                 self.tx_pieces += len(batch)
                 core.tx_packets += len(batch)
@@ -190,7 +196,8 @@ class FastPath:
         """Send ``vf`` on the direct link; False when the link refused (the caller takes the slow
         path). A frame that cannot be carried is handled here (ICMP or drop) and counts as sent."""
         mv = memoryview(vf)
-        head = self._vnet
+        head = self._app_vnet
+        payloads: list[bytes | memoryview]
         if len(vf) - VNET_ETH + CARRIED <= limit:
             payloads = [b"".join((head, mv[:VNET_HDR_LEN], mv[VNET_ETH:]))]
         elif vf[1]:  # a GSO frame: cut it to the path
@@ -201,17 +208,16 @@ class FastPath:
                 return True
             payloads = []
             for piece in pieces:
-                pv = memoryview(piece)
                 if len(piece) - VNET_ETH + CARRIED > limit:
                     self.dropped += 1  # a UDP datagram larger than the path: never cut smaller
                     continue
-                payloads.append(b"".join((head, pv[:VNET_HDR_LEN], pv[VNET_ETH:])))
+                payloads.append(_carried(piece, head))
             if not payloads:
                 return True
         else:
             self._too_big(vf, limit - CARRIED)
             return True
-        if not self.links.send_direct(holder, IPOP, payloads):
+        if not self.links.send_direct(holder, IPOP, payloads, True):
             return False
         self.tx_direct += 1
         self.tx_pieces += len(payloads)
@@ -423,6 +429,20 @@ def _no_release() -> None:
 
 def _no_append(peer: object) -> int:
     raise AssertionError("nothing was decrypted into a run: no offloading TAP")
+
+
+def _carried(piece: bytes | bytearray | memoryview, head: bytes) -> bytes | memoryview:
+    """The message of a piece ``segment`` cut: ``head`` (the overlay's application header and our
+    packet header), the virtio header, the IPv4 packet. A piece of a cut frame is a fresh bytearray of
+    its own, so the Ethernet header it will not carry is overwritten in place by the headers and the
+    message is a view of it: no copy of the ~1.4 KB payload per datagram (one piece returned whole,
+    ``vf`` itself, is joined instead)."""
+    if isinstance(piece, bytearray):
+        piece[VNET_ETH - VNET_HDR_LEN : VNET_ETH] = piece[:VNET_HDR_LEN]
+        piece[VNET_ETH - VNET_HDR_LEN - len(head) : VNET_ETH - VNET_HDR_LEN] = head
+        return memoryview(piece)[VNET_ETH - VNET_HDR_LEN - len(head) :]
+    pv = memoryview(piece)
+    return b"".join((head, pv[:VNET_HDR_LEN], pv[VNET_ETH:]))
 
 
 def _tcp_syn(buf: bytes, base: int) -> bool:

@@ -114,9 +114,12 @@ class OverlayService(Protocol):
         link; use :meth:`send`)."""
         ...
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(
+        self, dest: Address, service: int, payloads: list[bytes | memoryview], prefixed: bool = False
+    ) -> bool:
         """Seal ``payloads`` (each at most :meth:`direct_limit`) for ``dest`` and send them together;
-        False when there is no direct link to send them on."""
+        False when there is no direct link to send them on. ``prefixed``: each payload begins with
+        ``overlay.app_prefix(service)`` already (``DataPath.seal_direct``)."""
         ...
 
     def set_receiver(
@@ -240,8 +243,10 @@ class OverlayPort:
     def direct_limit(self, dest: Address) -> int:
         return self.node.datapath.direct_limit(dest, self.loop.time())
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
-        sealed = self.node.datapath.seal_direct(dest, service, payloads, self.loop.time())
+    def send_direct(
+        self, dest: Address, service: int, payloads: list[bytes | memoryview], prefixed: bool = False
+    ) -> bool:
+        sealed = self.node.datapath.seal_direct(dest, service, payloads, self.loop.time(), prefixed=prefixed)
         if sealed is None:
             return False
         endpoint, datagrams = sealed

@@ -21,7 +21,7 @@ from .address import (
     to_hex,
 )
 from .config import OverlayConfig
-from .datapath import APP_HEADER, AppReceiver, AppSink, DataPath
+from .datapath import APP_HEADER, AppReceiver, AppSink, DataPath, app_prefix
 from .driver import UdpDriver, interface_addresses, lan_broadcasts, open_udp_socket, parse_endpoint
 from .events import (
     Delivered,
@@ -97,6 +97,7 @@ __all__ = [
     "LinkMtus",
     "OverlayNode",
     "UdpDriver",
+    "app_prefix",
     "interface_addresses",
     "lan_broadcasts",
     "open_udp_socket",

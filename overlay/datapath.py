@@ -51,6 +51,12 @@ APP_HEADER = 2
 """Bytes an application message adds inside a sealed datagram: the kind and the service."""
 
 
+def app_prefix(service: int) -> bytes:
+    """The application header (:data:`APP_HEADER` bytes) of ``service``'s messages: what a payload
+    handed to :meth:`DataPath.seal_direct` with ``prefixed=True`` begins with."""
+    return bytes((KIND_APP, service))
+
+
 class AppReceiver(Protocol):
     """Takes a service's messages from direct links by a call (the data plane's fast path)."""
 
@@ -199,11 +205,14 @@ class DataPath:
         return mtus.limit(dest) - DATA_OVERHEAD - APP_HEADER
 
     def seal_direct(
-        self, dest: Address, service: int, payloads: list[Any], now: float
+        self, dest: Address, service: int, payloads: list[Any], now: float, *, prefixed: bool = False
     ) -> tuple[Endpoint, list[bytes]] | None:
         """Seal ``payloads`` (bytes-like, each at most :meth:`direct_limit` long) as application
         messages to ``dest``: the endpoint and the datagrams, to be sent together. None when there is
-        no direct link or no session to seal with (the caller falls back to the ordinary path)."""
+        no direct link or no session to seal with (the caller falls back to the ordinary path).
+        ``prefixed``: each payload already begins with :func:`app_prefix` of ``service`` (and is at
+        most :data:`APP_HEADER` longer): a caller that builds its messages anyway leaves room for the
+        header and spares a copy of every payload here (1.4 us per 64 KiB frame)."""
         node = self.node
         link = node.table.get(dest)
         if link is None or link.endpoint is None:
@@ -211,10 +220,13 @@ class DataPath:
         session = node.sending_session(link)
         if session is None:
             return None
-        prefix = bytes((KIND_APP, service))
         seal = session.seal
         try:
-            datagrams = [seal(prefix + payload, now) for payload in payloads]
+            if prefixed:
+                datagrams = [seal(payload, now) for payload in payloads]
+            else:
+                prefix = app_prefix(service)
+                datagrams = [seal(prefix + payload, now) for payload in payloads]
         except (ValueError, RuntimeError):  # counter exhausted, or the session is closing
             node.counters["tx_seal_refused"] += 1
             return None

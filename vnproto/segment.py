@@ -279,50 +279,57 @@ def _ip_base(mv: memoryview, l3: int, l4: int) -> int:
     return sum16(fixed)
 
 
-def _cut(
-    mv: memoryview, lay: Layout, gso_type: int, gso_size: int, per_piece: int, partial: bool
-) -> list[Bytes]:
-    l3, l4, data, end, v4, tcp = lay.l3, lay.l4, lay.payload, lay.end, lay.v4, lay.proto == PROTO_TCP
-    headers = data - VNET_HDR_LEN
-    head = mv[:data]
-    asum = address_sum(mv, lay) + lay.proto
-    ip_id = (mv[l3 + 4] << 8) | mv[l3 + 5] if v4 else 0
-    seq = (mv[l4 + 4] << 24) | (mv[l4 + 5] << 16) | (mv[l4 + 6] << 8) | mv[l4 + 7] if tcp else 0
-    tcp_flags = mv[l4 + 13] if tcp else 0
-    l4_head = data - l4
-    csum_at = l4 + (16 if tcp else 6)
-    csum_start, csum_offset = l4 - VNET_HDR_LEN, 16 if tcp else 6
-    ip_base = _ip_base(mv, l3, l4) if v4 else 0
-    unit = min(per_piece, gso_size)  # payload per segment: IP identifications count segments, as TSO does
-    pieces: list[Bytes] = []
-    pos = data
-    while pos < end:
-        n = min(per_piece, end - pos)
-        out = bytearray(headers + VNET_HDR_LEN + n)
-        out[:data] = head
-        out[data:] = mv[pos : pos + n]
-        l4_len = l4_head + n
-        if v4:
-            total, ident = l4 - l3 + l4_len, (ip_id + (pos - data) // unit) & 0xFFFF
+class _Headers:
+    """What every piece of one cut frame shares, and how to write one piece's header fields."""
+
+    __slots__ = ("asum", "csum", "gso", "ip_base", "ip_id", "lay", "partial", "seq", "tcp_flags", "unit")
+
+    def __init__(self, mv: memoryview, lay: Layout, gso: tuple[int, int], per_piece: int, partial: bool):
+        l3, l4 = lay.l3, lay.l4
+        tcp = lay.proto == PROTO_TCP
+        self.lay = lay
+        self.gso = gso
+        """The frame's GSO type and size."""
+        self.partial = partial
+        self.asum = address_sum(mv, lay) + lay.proto
+        self.ip_id = (mv[l3 + 4] << 8) | mv[l3 + 5] if lay.v4 else 0
+        self.seq = (mv[l4 + 4] << 24) | (mv[l4 + 5] << 16) | (mv[l4 + 6] << 8) | mv[l4 + 7] if tcp else 0
+        self.tcp_flags = mv[l4 + 13] if tcp else 0
+        self.csum = (l4 + (16 if tcp else 6), l4 - VNET_HDR_LEN, 16 if tcp else 6)
+        """Where the checksum field is, and the virtio header's csum_start and csum_offset."""
+        self.ip_base = _ip_base(mv, l3, l4) if lay.v4 else 0
+        self.unit = min(per_piece, gso[1])
+        """Payload per segment: IP identifications count segments, as TSO does."""
+
+    def fill(self, out: bytearray, pos: int, n: int, first: bool, last: bool) -> None:
+        """Every header field of the piece of ``n`` payload bytes at ``pos``."""
+        lay = self.lay
+        l3, l4, data = lay.l3, lay.l4, lay.payload
+        l4_len = data - l4 + n
+        if lay.v4:
+            total, ident = l4 - l3 + l4_len, (self.ip_id + (pos - data) // self.unit) & 0xFFFF
             _pack_u16(out, l3 + 2, total)
             _pack_u16(out, l3 + 4, ident)
-            _pack_u16(out, l3 + 10, _finish(ip_base + total + ident))
+            _pack_u16(out, l3 + 10, _finish(self.ip_base + total + ident))
         else:
             _pack_u16(out, l3 + 4, l4_len)
-        if tcp:
-            _pack_u32(out, l4 + 4, (seq + pos - data) & 0xFFFFFFFF)
-            f = tcp_flags
-            if pos != data:
+        if lay.proto == PROTO_TCP:
+            _pack_u32(out, l4 + 4, (self.seq + pos - data) & 0xFFFFFFFF)
+            f = self.tcp_flags
+            if not first:
                 f &= ~TCP_CWR
-            if pos + n < end:
+            if not last:
                 f &= ~(TCP_FIN | TCP_PSH)
             out[l4 + 13] = f
         else:
             _pack_u16(out, l4 + 4, l4_len)
-        pseudo = (asum + l4_len) % 0xFFFF
-        if partial:
+        pseudo = (self.asum + l4_len) % 0xFFFF
+        csum_at, csum_start, csum_offset = self.csum
+        gso_type, gso_size = self.gso
+        if self.partial:
             _pack_u16(out, csum_at, pseudo or 0xFFFF)  # see partial_field
             if n > gso_size:
+                headers = data - VNET_HDR_LEN
                 _pack_vnet(out, 0, _NEEDS_CSUM, gso_type, headers, gso_size, csum_start, csum_offset)
             else:
                 _pack_vnet(out, 0, _NEEDS_CSUM, 0, 0, 0, csum_start, csum_offset)
@@ -330,6 +337,40 @@ def _cut(
             _pack_vnet(out, 0, 0, 0, 0, 0, 0, 0)
             out[csum_at] = out[csum_at + 1] = 0
             _pack_u16(out, csum_at, _finish(pseudo + sum16(memoryview(out)[l4:])))
+
+
+def _cut(
+    mv: memoryview, lay: Layout, gso_type: int, gso_size: int, per_piece: int, partial: bool
+) -> list[Bytes]:
+    l3, l4, data, end, v4 = lay.l3, lay.l4, lay.payload, lay.end, lay.v4
+    tcp = lay.proto == PROTO_TCP
+    head = mv[:data]
+    h = _Headers(mv, lay, (gso_type, gso_size), per_piece, partial)
+    fill, ip_id, seq, unit = h.fill, h.ip_id, h.seq, h.unit
+    # With partial checksums the pieces between the first and the last differ only in the IPv4
+    # identification and header checksum and the TCP sequence number: their headers are copied from
+    # a template filled once, and only those fields are written per piece (sender at M=1500: ~10 %).
+    template = bytearray(head) if partial else None
+    if template is not None:
+        fill(template, data, per_piece, False, False)
+    ip_full = h.ip_base + l4 - l3 + data - l4 + per_piece
+    pieces: list[Bytes] = []
+    pos = data
+    while pos < end:
+        n = min(per_piece, end - pos)
+        if template is not None and pos != data and pos + n < end:
+            out = bytearray(template)
+            out += mv[pos : pos + n]
+            if v4:
+                ident = (ip_id + (pos - data) // unit) & 0xFFFF
+                _pack_u16(out, l3 + 4, ident)
+                _pack_u16(out, l3 + 10, _finish(ip_full + ident))
+            if tcp:
+                _pack_u32(out, l4 + 4, (seq + pos - data) & 0xFFFFFFFF)
+        else:
+            out = bytearray(head)  # the headers, then the payload appended: no zero-filled buffer first
+            out += mv[pos : pos + n]
+            fill(out, pos, n, pos == data, pos + n >= end)
         pieces.append(out)
         pos += n
     return pieces

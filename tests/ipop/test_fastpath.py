@@ -10,7 +10,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from ipop.fastpath import FastPath
-from overlay import Address, Service
+from overlay import Address, Service, app_prefix
 from tests.ipop.test_vnet_core import icmp_in, ping_frame, two_members
 from tests.ipop.vnet_harness import Net, Site
 from tests.vnproto.checkframes import build_gso, parse
@@ -33,9 +33,12 @@ class Links:
     def direct_limit(self, dest: Address) -> int:
         return self.limit
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes], prefixed: bool = False) -> bool:
         if self.peer is None:
             return False
+        if prefixed:
+            assert all(bytes(p[:2]) == app_prefix(service) for p in payloads)
+            payloads = [p[2:] for p in payloads]
         for payload in payloads:
             assert len(payload) <= self.limit
             self.datagrams.append(len(payload))

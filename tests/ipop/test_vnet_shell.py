@@ -78,7 +78,7 @@ class LoneOverlay:
     def direct_limit(self, dest: Address) -> int:
         return 0  # alone: no direct links
 
-    def send_direct(self, dest: Address, service: int, payloads: list[bytes]) -> bool:
+    def send_direct(self, dest: Address, service: int, payloads: list[bytes], prefixed: bool = False) -> bool:
         return False
 
     def set_receiver(
