@@ -162,6 +162,11 @@ class DhtNode:
         """The records this node keeps alive, for ``ipop status``."""
         return list(self._owned.values())
 
+    def operation(self, op_id: OpId) -> Op | None:
+        """The state machine of an operation in flight, for observers (the simulator's tail analysis);
+        None once it finished."""
+        return self._ops.get(op_id)
+
     def next_event(self) -> DhtEvent | None:
         return self._events.popleft() if self._events else None
 

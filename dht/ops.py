@@ -386,6 +386,7 @@ class GetOp(Op):
             self._send_due(now)
             return
         slot.state = SlotState.DONE
+        slot.answered_at = now
         slot.provisional = None
         self.tally.answer(reply.index, entries)
         if self.result is None:
