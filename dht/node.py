@@ -207,8 +207,12 @@ class DhtNode:
     def observe_seq(self, seq: int) -> None:
         self._seq = max(self._seq, min(seq, MAX_SEQ - 1))
 
-    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
-        self.router.send(key_address(key, index), Service.DHT, encode(message), now, exact=False)
+    def send_request(
+        self, key: bytes, index: int, message: Message, now: float, *, detour: bool = False
+    ) -> None:
+        self.router.send(
+            key_address(key, index), Service.DHT, encode(message), now, exact=False, detour=detour
+        )
 
     def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
         self.stats.repairs_sent += 1

@@ -25,7 +25,9 @@ class Host:
     ids: int = 0
     timer: ResendTimer = field(default_factory=lambda: ResendTimer(1.0, 0.3))
 
-    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
+    def send_request(
+        self, key: bytes, index: int, message: Message, now: float, *, detour: bool = False
+    ) -> None:
         self.sent.append((index, message))
 
     def new_id(self) -> int:
