@@ -24,7 +24,7 @@ from random import Random
 from typing import Any
 
 from dht import DhtSim
-from ipop.dhtsim import DhtScenario
+from ipop.dhtsim import GETS_PER_S, DhtScenario
 from overlay import Address, Cluster
 
 BOOTSTRAP = 5
@@ -57,6 +57,11 @@ FIELDS = (
     "dht_replication_bytes_per_node_s",
     "dht_pushes_per_node_s",
     "dead_link_share",
+    "get_tail_slow_s",
+    "get_tail_slow_gets",
+    "get_tail_first_routes_dead_share",
+    "get_tail_causes",
+    "get_tail_examples",
 )
 """What the bench prints of the scenario's report (the rest is in ``ipop simulate --dht``)."""
 
@@ -86,7 +91,13 @@ def build(nodes: int, seed: int) -> tuple[DhtSim, set[Address], float | None]:
 
 
 def run(
-    *, nodes: int, session_median_s: float | None, window_s: float, trials: int, seed: int
+    *,
+    nodes: int,
+    session_median_s: float | None,
+    window_s: float,
+    trials: int,
+    seed: int,
+    gets_per_s: float = GETS_PER_S,
 ) -> dict[str, Any]:
     """Build the overlay and run the window; the JSON object the bench prints."""
     if nodes < BOOTSTRAP + 2:
@@ -101,6 +112,7 @@ def run(
         trials=trials,
         rng=Random(seed * 1_000_003 + 17),
         window_s=window_s,
+        gets_per_s=gets_per_s,
     )
     report = scenario.run()
     return {
@@ -122,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0, metavar="S", help="window, simulated s")
     parser.add_argument("--trials", type=int, default=20, help="create races of 100 nodes (default 20)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--gets-per-s", type=float, default=GETS_PER_S, help="reads per simulated s (more: a steadier p99)"
+    )
     args = parser.parse_args(argv)
-    if args.window <= 0 or args.trials < 0 or args.session_median < 0:
-        parser.error("--window must be positive, --trials and --session-median not negative")
+    if args.window <= 0 or args.trials < 0 or args.session_median < 0 or args.gets_per_s <= 0:
+        parser.error("--window and --gets-per-s must be positive, --trials and --session-median not negative")
     figures = run(
         nodes=args.nodes,
         session_median_s=args.session_median or None,
         window_s=args.window,
         trials=args.trials,
         seed=args.seed,
+        gets_per_s=args.gets_per_s,
     )
     json.dump(figures, sys.stdout, indent=1)
     print()

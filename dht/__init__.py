@@ -25,6 +25,8 @@ from .events import (
     Values,
 )
 from .node import DhtNode, OwnedRecord
+from .ops import GetOp
+from .phase import SlotState
 from .record import Kind, Record, record_valid, sign_record
 from .sim import CountingRouter, DhtSim, SimDht
 from .stats import DhtStats
@@ -42,6 +44,7 @@ __all__ = [
     "DhtSim",
     "DhtStats",
     "Failed",
+    "GetOp",
     "Kind",
     "OpCompleted",
     "OpId",
@@ -50,6 +53,7 @@ __all__ = [
     "OwnershipLost",
     "Reason",
     "SimDht",
+    "SlotState",
     "Record",
     "Stored",
     "ValueInfo",

@@ -162,6 +162,11 @@ class DhtNode:
         """The records this node keeps alive, for ``ipop status``."""
         return list(self._owned.values())
 
+    def operation(self, op_id: OpId) -> Op | None:
+        """The state machine of an operation in flight, for observers (the simulator's tail analysis);
+        None once it finished."""
+        return self._ops.get(op_id)
+
     def next_event(self) -> DhtEvent | None:
         return self._events.popleft() if self._events else None
 
@@ -202,8 +207,12 @@ class DhtNode:
     def observe_seq(self, seq: int) -> None:
         self._seq = max(self._seq, min(seq, MAX_SEQ - 1))
 
-    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
-        self.router.send(key_address(key, index), Service.DHT, encode(message), now, exact=False)
+    def send_request(
+        self, key: bytes, index: int, message: Message, now: float, *, detour: bool = False
+    ) -> None:
+        self.router.send(
+            key_address(key, index), Service.DHT, encode(message), now, exact=False, detour=detour
+        )
 
     def send_repair(self, key: bytes, index: int, held: Held, now: float) -> None:
         self.stats.repairs_sent += 1

@@ -67,7 +67,12 @@ class OpHost(Protocol):
 
     config: DhtConfig
 
-    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None: ...
+    def send_request(
+        self, key: bytes, index: int, message: Message, now: float, *, detour: bool = False
+    ) -> None:
+        """Route a request to the key's position ``index``; ``detour``: through another first hop than
+        the closest (a resend: the first request may have died in a dead first hop)."""
+        ...
 
     def new_id(self) -> int: ...
 
@@ -137,7 +142,8 @@ class Op:
 
     def _send_due(self, now: float) -> None:
         for index in self.phase.due(now):
-            self.host.send_request(self.key, index, self._request(index), now)
+            detour = self.phase.slots[index].sends % 2 == 0
+            self.host.send_request(self.key, index, self._request(index), now, detour=detour)
 
     def _sample(self, index: int, now: float) -> None:
         rtt = self.phase.answer_time(index, now)
@@ -386,6 +392,7 @@ class GetOp(Op):
             self._send_due(now)
             return
         slot.state = SlotState.DONE
+        slot.answered_at = now
         slot.provisional = None
         self.tally.answer(reply.index, entries)
         if self.result is None:

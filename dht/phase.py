@@ -20,7 +20,17 @@ class SlotState(Enum):
 class Slot:
     """One position's progress within a phase."""
 
-    __slots__ = ("expected", "first_sent", "parts", "provisional", "resend_at", "resent", "sends", "state")
+    __slots__ = (
+        "answered_at",
+        "expected",
+        "first_sent",
+        "parts",
+        "provisional",
+        "resend_at",
+        "resent",
+        "sends",
+        "state",
+    )
 
     def __init__(self, now: float) -> None:
         self.state = SlotState.OPEN
@@ -32,6 +42,8 @@ class Slot:
         self.parts: dict[int, tuple[Held, ...]] = {}
         self.expected = 0
         self.provisional: list[Held] | None = None
+        self.answered_at: float | None = None
+        """When its complete answer arrived (gets): what the tail analysis of ``ipop.gettail`` reads."""
 
 
 class Phase:

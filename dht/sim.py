@@ -63,10 +63,19 @@ class CountingRouter:
     def address(self) -> Address:
         return self._overlay.address
 
-    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+    def send(
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float,
+        *,
+        exact: bool = True,
+        detour: bool = False,
+    ) -> None:
         self.messages += 1
         self.bytes += len(payload)
-        self._overlay.send(dest, service, payload, now, exact=exact)
+        self._overlay.send(dest, service, payload, now, exact=exact, detour=detour)
 
     def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
         return self._overlay.ring_neighbours()

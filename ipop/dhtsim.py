@@ -33,8 +33,10 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
-from dht import Created, DhtSim, DhtStats, OpResult, Stored, Values
+from dht import Created, DhtSim, DhtStats, GetOp, OpResult, Stored, Values
 from overlay import Address, Member, to_hex
+
+from .gettail import GetTail
 
 GETS_PER_S = 5.0
 """Reads per simulated second: 1,500 in a five-minute window, enough to tell 0.995 from 0.99."""
@@ -99,6 +101,7 @@ class _Race:
 @dataclass
 class _Tally:
     gets: int = 0
+    gets_started: int = 0
     gets_ok: int = 0
     get_latency: list[float] = field(default_factory=list)
     get_failures: dict[str, int] = field(default_factory=dict)
@@ -128,6 +131,7 @@ class DhtScenario:
         rng: Random,
         window_s: float | None = None,
         progress: Callable[[str], None] | None = None,
+        gets_per_s: float = GETS_PER_S,
     ) -> None:
         self.sim = sim
         self.cluster = sim.cluster
@@ -138,6 +142,10 @@ class DhtScenario:
         self.window_s = MEASURE_S if window_s is None else window_s
         """Shortest measurement window (default ``MEASURE_S``); tests shorten it."""
         self.rng = rng
+        self.gets_per_s = gets_per_s
+        """Reads per simulated second (more make the latency percentiles less noisy)."""
+        self.tail = GetTail(self.cluster)
+        """Why the slow gets were slow (:mod:`ipop.gettail`)."""
         self.say = progress or (lambda line: None)
         self.tally = _Tally()
         self.owned: dict[Address, bytes] = {}
@@ -219,6 +227,7 @@ class DhtScenario:
             "dht_pushes_per_node_s": round(replication[1] / per, 3) if per else None,
             "dht_ownership_lost": self.sim.ownership_lost,
             "dht_stats": stats.as_dict(),
+            **self.tail.report(),
         }
 
     def _count_dead_links(self) -> None:
@@ -278,7 +287,7 @@ class DhtScenario:
     # -- gets -----------------------------------------------------------------------------------------
 
     def _next_get(self) -> None:
-        self.cluster.scheduler.call_later(self.rng.expovariate(GETS_PER_S), self._get)
+        self.cluster.scheduler.call_later(self.rng.expovariate(self.gets_per_s), self._get)
 
     def _get(self) -> None:
         if not self.measuring:
@@ -294,17 +303,23 @@ class DhtScenario:
         expected = owner.to_bytes(20, "big")
         started = self.cluster.now
         t = self.tally
+        token = t.gets_started = t.gets_started + 1
 
         def done(result: OpResult) -> None:
             t.gets += 1
-            if isinstance(result, Values) and any(v.value == expected for v in result.values):
+            ok = isinstance(result, Values) and any(v.value == expected for v in result.values)
+            self.tail.finished(token, ok)
+            if ok:
                 t.gets_ok += 1
                 t.get_latency.append(self.cluster.now - started)
             else:
                 why = "missing" if isinstance(result, Values) else getattr(result, "reason", "other")
                 t.get_failures[str(why)] = t.get_failures.get(str(why), 0) + 1
 
-        self.sim.start(reader, lambda n, now: n.get(key, now), done)
+        op_id = self.sim.start(reader, lambda n, now: n.get(key, now), done)
+        sd = self.sim.get(reader)
+        op = None if sd is None else sd.node.operation(op_id)
+        self.tail.started(token, op if isinstance(op, GetOp) else None, reader, key, expected)
 
     # -- create races ---------------------------------------------------------------------------------
 

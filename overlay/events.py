@@ -97,9 +97,21 @@ class Router(Protocol):
     @property
     def address(self) -> Address: ...
 
-    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+    def send(
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float,
+        *,
+        exact: bool = True,
+        detour: bool = False,
+    ) -> None:
         """Route ``payload`` to the node whose address is ``dest`` (``exact``) or to the node closest
-        to ``dest`` (``exact=False``; may be this node itself, which then gets a ``Delivered``)."""
+        to ``dest`` (``exact=False``; may be this node itself, which then gets a ``Delivered``).
+        ``detour``: the resend of a message that went unanswered; its first hop is another linked
+        peer closer to ``dest`` than this node, when there is one, instead of the closest one, which
+        may have died unnoticed (see ``Routing.detour_link``)."""
         ...
 
     def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:

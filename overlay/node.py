@@ -208,8 +208,18 @@ class OverlayNode(Routing):
 
     # -- what applications call ---------------------------------------------------------------------
 
-    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
-        """Route ``payload`` to ``dest`` (see ``events.Router``). Over a direct link when one exists."""
+    def send(
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float,
+        *,
+        exact: bool = True,
+        detour: bool = False,
+    ) -> None:
+        """Route ``payload`` to ``dest`` (see ``events.Router``). Over a direct link when one exists;
+        with ``detour``, through the second-best first hop when there is one."""
         link = self.table.get(dest)
         if link is not None and link.sessions:
             link.last_app = now
@@ -221,7 +231,13 @@ class OverlayNode(Routing):
             return
         if service >= Service.DHT:
             self.maintenance.count_traffic(dest, now)
-        self.route(Routed(FLAG_EXACT if exact else 0, service, 0, self._address, dest, None, payload), now)
+        msg = Routed(FLAG_EXACT if exact else 0, service, 0, self._address, dest, None, payload)
+        first = self.detour_link(dest) if detour else None
+        if first is not None:
+            self.counters["detours"] += 1
+            self._forward(first, msg, now)
+            return
+        self.route(msg, now)
 
     def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:
         k = self.config.near_per_side

@@ -108,6 +108,27 @@ class Routing:
             return
         self._forward(link, msg, now)
 
+    def detour_link(self, target: Address) -> Link | None:
+        """The first hop of a resend to ``target``: the linked peer closest to it other than the one
+        greedy routing would take, provided it is closer to ``target`` than this node (so greedy
+        routing from there still ends at the node closest to ``target``) and not suspected; None when
+        there is no such peer, or when this node itself is the closest.
+
+        Why. A request that went unanswered was most often lost into a link whose peer had died
+        unnoticed, and under churn the dead link is most often this node's own first hop: its resend,
+        routed the same way, is lost the same way until a probe of that link goes unanswered (a
+        DHT get at N = 1,000, S = 84 s then waited for its third send, 1.5 to 2 s). The second-best
+        hop is one more hop at most on an alternative path."""
+        me = self._address
+        best = self.table.closest(target, None, self.suspects)
+        if best is None or not closer(target, best, me):
+            return None
+        alt = self.table.closest(target, best, self.suspects | {best})
+        if alt is None or alt == best or alt in self.suspects or not closer(target, alt, me):
+            return None
+        link = self.table.get(alt)
+        return link if link is not None and link.sessions else None
+
     def _direct_towards(self, target: Address, exclude: Address | None) -> Link | None:
         """The directly linked peer closest to ``target`` and closer than this node (tunnelled
         links skipped; rare, so a scan)."""

@@ -37,7 +37,16 @@ class RingRouter:
     def address(self) -> Address:
         return self._address
 
-    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+    def send(
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float,
+        *,
+        exact: bool = True,
+        detour: bool = False,
+    ) -> None:
         self._ring.route(self._address, dest, service, payload, exact)
 
     def ring_neighbours(self) -> tuple[tuple[Address, ...], tuple[Address, ...]]:

@@ -30,6 +30,15 @@ def test_the_window_bench_prints_the_dht_figures_of_a_churned_overlay(
     assert figures["records_checked"] > 0 and figures["records_lost"] <= figures["records_checked"]
     assert 0 < figures["dht_replication_bytes_per_node_s"] < figures["dht_bytes_per_node_s"]
     assert figures["wall_s"] >= figures["wall_build_s"] > 0
+    # The tail analysis: every slow get is one of the gets, and its causes are counted.
+    assert 0 <= figures["get_tail_slow_gets"] <= figures["gets"]
+    assert 0 <= figures["get_tail_first_routes_dead_share"] < 1
+    assert len(figures["get_tail_examples"]) == min(12, figures["get_tail_slow_gets"])
+    causes = figures["get_tail_causes"]
+    assert (
+        sum(causes.get(k, 0) for k in ("decided_by_resent_request", "decided_by_late_first_answer"))
+        == (figures["get_tail_slow_gets"])
+    )
 
 
 def test_the_window_bench_refuses_a_window_of_nothing() -> None:

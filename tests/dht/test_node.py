@@ -50,7 +50,16 @@ class CapturingRouter:
     def address(self) -> Address:
         return self._address
 
-    def send(self, dest: Address, service: int, payload: bytes, now: float, *, exact: bool = True) -> None:
+    def send(
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float,
+        *,
+        exact: bool = True,
+        detour: bool = False,
+    ) -> None:
         assert service == Service.DHT
         self.sent.append((dest, decode(payload, CONFIG), exact))
 

@@ -21,12 +21,17 @@ class Host:
     config: DhtConfig = field(default_factory=DhtConfig)
     sent: list[tuple[int, Message]] = field(default_factory=list)
     repairs: list[tuple[int, Held]] = field(default_factory=list)
+    detours: list[tuple[int, bool]] = field(default_factory=list)
+    """(position, detour) of every request, in order."""
     seq: int = 0
     ids: int = 0
     timer: ResendTimer = field(default_factory=lambda: ResendTimer(1.0, 0.3))
 
-    def send_request(self, key: bytes, index: int, message: Message, now: float) -> None:
+    def send_request(
+        self, key: bytes, index: int, message: Message, now: float, *, detour: bool = False
+    ) -> None:
         self.sent.append((index, message))
+        self.detours.append((index, detour))
 
     def new_id(self) -> int:
         self.ids += 1
@@ -330,3 +335,20 @@ def test_fast_resends_still_reach_as_late_as_the_fixed_schedule() -> None:
         sends += [t] * sum(i == 7 for i, _ in host.take())
     assert [round(t, 3) for t in sends] == [0.0, 0.3, 0.9, 2.1]
     assert isinstance(op.result, Failed)
+
+
+def test_every_second_send_of_a_position_takes_the_detour() -> None:
+    """A silent position's first request may have died in a dead first hop: its second send asks the
+    overlay for another first hop, its third goes the greedy way again (the overlay suspects a dead
+    peer by then), and answered positions are not asked again at all."""
+    host = Host()
+    op = GetOp(host, OpId(1), b"k", now=0.0)
+    assert host.detours == [(i, False) for i in range(8)]
+    for i in range(7):
+        op.handle_get_reply(GetReply(op.phase.req_id, i, b"k", 0, 1, True, ()), 0.1)
+    host.detours.clear()
+    now = 0.0
+    while len(host.detours) < 2 and now < op.phase.deadline:
+        now += 0.05
+        op.handle_timer(now)
+    assert host.detours == [(7, True), (7, False)]
