@@ -465,7 +465,8 @@ class Connector:
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
         if not isinstance(path, TunnelPath) and is_stun(data):
             self.node.counters["rx_stun"] += 1
-            self.node.stun.receive(data, path, now)
+            if self.node.stun is not None:
+                self.node.stun.receive(data, path, now)
             return
         self.node.counters["rx_dropped_foreign"] += 1
 
