@@ -124,6 +124,19 @@ class NatObserver:
     and re-advertises its candidates when the public endpoint changed.
     """
 
+    __slots__ = (
+        "_best",
+        "_filtering",
+        "_local",
+        "_mapping",
+        "_max",
+        "_max_age",
+        "_obs",
+        "changed_at",
+        "rejected",
+        "revision",
+    )
+
     def __init__(
         self,
         local: Sequence[Endpoint],

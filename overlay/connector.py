@@ -69,6 +69,21 @@ DIRECT_TIMES_SHOWN = 32
 
 
 class Connector:
+    __slots__ = (
+        "_next_id",
+        "attempts",
+        "by_handshake",
+        "by_peer",
+        "by_token",
+        "direct_times",
+        "node",
+        "outcomes",
+        "punch",
+        "reflexive",
+        "relays",
+        "signalling",
+    )
+
     def __init__(self, node: OverlayNode) -> None:
         self.node = node
         self.attempts: dict[int, Attempt] = {}
