@@ -31,6 +31,7 @@ divided by N: an upper bound (it includes the simulator's own bookkeeping), neve
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import time
@@ -144,6 +145,9 @@ def run_simulation(
             break
         cluster.scheduler.run_for(1.0)
     mass_join = [m.joined_at - m.started for m in joiners if m.joined_at is not None]
+    # The overlay built so far lives on: exempt it from the cyclic collector's full passes, which
+    # otherwise walk every object of every node again and again (docs/simscale.md, phase 6).
+    gc.freeze()
 
     say("steady state: warming up")
     cluster.scheduler.run_for(WARMUP_S)

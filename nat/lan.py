@@ -81,6 +81,8 @@ class BeaconScheduler:
     """When to broadcast our beacon. ``get_timer`` / ``due(now)``: a beacon is due when ``due`` says so
     (it then schedules the next one)."""
 
+    __slots__ = ("_interval", "_last", "_min_gap", "_next", "_rng", "_spread", "sent")
+
     def __init__(
         self,
         rng: Random,
@@ -128,6 +130,8 @@ class LanPeer:
 
 class LanDirectory:
     """The LAN peers heard recently (our own beacons, looped back by broadcast, are ignored)."""
+
+    __slots__ = ("_lifetime", "_own", "_peers")
 
     def __init__(self, own_address: bytes, *, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._own = own_address

@@ -188,6 +188,18 @@ class StunClient:
     """Binding transactions sharing one socket. ``receive`` takes any datagram and returns True if it
     was STUN (answered or not); malformed STUN is counted in ``decode_errors`` and dropped."""
 
+    __slots__ = (
+        "_events",
+        "_final_wait_factor",
+        "_max_requests",
+        "_pending",
+        "_rng",
+        "_rto",
+        "_software",
+        "decode_errors",
+        "unmatched",
+    )
+
     def __init__(
         self,
         rng: Random,

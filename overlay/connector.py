@@ -27,7 +27,7 @@ Its states and transitions, in one place:
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from nat import PunchEvent, PunchSucceeded, is_beacon, is_private, is_probe, is_stun
@@ -69,6 +69,21 @@ DIRECT_TIMES_SHOWN = 32
 
 
 class Connector:
+    __slots__ = (
+        "_next_id",
+        "attempts",
+        "by_handshake",
+        "by_peer",
+        "by_token",
+        "direct_times",
+        "node",
+        "outcomes",
+        "punch",
+        "reflexive",
+        "relays",
+        "signalling",
+    )
+
     def __init__(self, node: OverlayNode) -> None:
         self.node = node
         self.attempts: dict[int, Attempt] = {}
@@ -81,7 +96,8 @@ class Connector:
         self.signalling = Signalling(node, self)
         self._next_id = 0
         self.outcomes: Counter[str] = Counter()
-        self.direct_times: deque[float] = deque(maxlen=DIRECT_TIMES_KEPT)
+        self.direct_times: list[float] = []
+        """The last ``DIRECT_TIMES_KEPT`` punch durations (a list: an empty deque costs ~760 B a node)."""
         """Seconds from a punch's start to the direct link's handshake (for the simulator's figures)."""
 
     # -- starting attempts ------------------------------------------------------------------------------
@@ -356,6 +372,8 @@ class Connector:
                 self.outcomes["direct" if not isinstance(path, TunnelPath) else "tunnel"] += 1
                 if attempt.punch_started is not None and not isinstance(path, TunnelPath):
                     self.direct_times.append(now - attempt.punch_started)
+                    if len(self.direct_times) > DIRECT_TIMES_KEPT:
+                        del self.direct_times[0]
             if session.confirmed:
                 self.finish(attempt, now)
             else:
@@ -465,7 +483,8 @@ class Connector:
     def on_foreign_datagram(self, data: bytes, path: Path, now: float) -> None:
         if not isinstance(path, TunnelPath) and is_stun(data):
             self.node.counters["rx_stun"] += 1
-            self.node.stun.receive(data, path, now)
+            if self.node.stun is not None:
+                self.node.stun.receive(data, path, now)
             return
         self.node.counters["rx_dropped_foreign"] += 1
 
@@ -487,7 +506,7 @@ class Connector:
             **self.reflexive.status(),
             **self.relays.status(),
             "outcomes": dict(sorted(self.outcomes.items())),
-            "direct_link_s": [round(t, 4) for t in list(self.direct_times)[-DIRECT_TIMES_SHOWN:]],
+            "direct_link_s": [round(t, 4) for t in self.direct_times[-DIRECT_TIMES_SHOWN:]],
         }
 
     def leaf_links(self) -> list[Link]:

@@ -76,6 +76,18 @@ class AppSink(PlaintextSink, Protocol):
 class DataPath:
     """The fast path of one node (see the module's docstring)."""
 
+    __slots__ = (
+        "_armed",
+        "_sessions",
+        "_sink",
+        "_sink_prefix",
+        "mtus",
+        "node",
+        "receivers",
+        "rx_bytes",
+        "rx_datagrams",
+    )
+
     def __init__(self, node: OverlayNode, pmtu: PmtuConfig | None) -> None:
         self.node = node
         self.mtus: LinkMtus | None = LinkMtus(pmtu) if pmtu is not None else None

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class LanDiscovery:
+    __slots__ = ("_armed_at", "directory", "links_moved", "node", "port", "scheduler", "targets")
+
     def __init__(self, node: OverlayNode, targets: tuple[Endpoint, ...], port: int, now: float) -> None:
         self.node = node
         self.targets = targets

@@ -83,6 +83,8 @@ def probe_size(plaintext: bytes | memoryview) -> int | None:
 class LinkMtus:
     """The path MTU of every direct link of one node (see the module's docstring)."""
 
+    __slots__ = ("_links", "config")
+
     def __init__(self, config: PmtuConfig | None = None) -> None:
         self.config = config or PmtuConfig()
         self._links: dict[Address, _Link] = {}

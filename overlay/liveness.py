@@ -54,6 +54,8 @@ SILENT_MIN_S = 1.0
 
 
 class Liveness:
+    __slots__ = ("node",)
+
     def __init__(self, node: OverlayNode) -> None:
         self.node = node
 

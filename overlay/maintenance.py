@@ -75,6 +75,30 @@ SELF_PROBE_S = 5.0
 
 
 class Maintenance:
+    __slots__ = (
+        "announced",
+        "bootstrap_attempts",
+        "bootstrap_backoff",
+        "bootstrap_queue",
+        "bootstrap_rounds",
+        "failed",
+        "far_in_flight",
+        "join_answered",
+        "join_attempts",
+        "known",
+        "last_announce",
+        "lost",
+        "neighbours",
+        "next_bootstrap",
+        "next_lost_probe",
+        "next_self_probe",
+        "next_stabilise",
+        "node",
+        "state",
+        "state_detail",
+        "traffic",
+    )
+
     def __init__(self, node: OverlayNode, now: float) -> None:
         self.node = node
         self.state = JOINED if not node.config.bootstrap else BOOTSTRAPPING

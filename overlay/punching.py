@@ -120,6 +120,8 @@ class _Punch:
 class Puncher:
     """Every punch session of one node, by token (see the module docstring)."""
 
+    __slots__ = ("_active", "_armed", "node", "on_result")
+
     def __init__(self, node: OverlayNode, on_result: PunchResult) -> None:
         self.node = node
         self.on_result = on_result

@@ -42,6 +42,8 @@ _WILDCARDS = ("0.0.0.0", "::")
 
 
 class Reflexive:
+    __slots__ = ("_cached", "_cached_revision", "_now", "local", "log_prefix", "observer", "stun_filtering")
+
     def __init__(self, local_endpoints: tuple[Endpoint, ...], log_prefix: str = "") -> None:
         self.local = tuple(ep for ep in local_endpoints if ep[0] not in _WILDCARDS)
         self.observer = NatObserver(self.local)

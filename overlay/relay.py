@@ -88,6 +88,8 @@ class _Retry:
 class Relays:
     """Relay choice and direct-path retries for one node's tunnelled links."""
 
+    __slots__ = ("_armed", "_neighbours", "_recruits", "_retries", "counts", "node")
+
     def __init__(self, node: OverlayNode) -> None:
         self.node = node
         self._retries: dict[int, _Retry] = {}

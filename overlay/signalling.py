@@ -40,6 +40,8 @@ candidates that keep changing (a flapping NAT) must not hold the punch back for 
 class Signalling:
     """Connect-to-me messages of one node, sent and received (see the module docstring)."""
 
+    __slots__ = ("connector", "informants", "node")
+
     def __init__(self, node: OverlayNode, connector: Connector) -> None:
         self.node = node
         self.connector = connector

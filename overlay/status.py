@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 from .address import to_hex
 from .table import LEAF, role_names
 
+NO_STUN: dict[str, Any] = {"servers": [], "filtering_checks": []}
+"""What ``StunQueries.status`` says without servers (a node without servers has no ``StunQueries``)."""
+
 if TYPE_CHECKING:
     from .node import OverlayNode
 
@@ -41,7 +44,7 @@ def node_status(node: OverlayNode, now: float) -> dict[str, Any]:
         "links": links,
         "nat": node.connector.nat_status(),
         "lan": node.lan.status(now),
-        "stun": node.stun.status(),
+        "stun": node.stun.status() if node.stun is not None else NO_STUN,
         "counters": dict(sorted(node.counters.items())),
         "security": dict(sorted(node.security.counters.items())),
     }

@@ -55,6 +55,18 @@ _KINDS = {CHANGE_IP | CHANGE_PORT: FilterProbeKind.OTHER_ADDRESS, CHANGE_PORT: F
 
 
 class StunQueries:
+    __slots__ = (
+        "_armed_at",
+        "_next_refresh",
+        "binding",
+        "filter",
+        "filter_results",
+        "filter_server",
+        "node",
+        "results",
+        "servers",
+    )
+
     def __init__(self, node: OverlayNode, servers: tuple[Endpoint, ...], now: float) -> None:
         self.node = node
         self.servers = servers
