@@ -60,9 +60,17 @@ class LoneOverlay:
         return 1405
 
     def send(
-        self, dest: Address, service: int, payload: bytes, now: float = 0.0, *, exact: bool = True
+        self,
+        dest: Address,
+        service: int,
+        payload: bytes,
+        now: float = 0.0,
+        *,
+        exact: bool = True,
+        detour: bool = False,
     ) -> None:
-        """Both the seam's send and the DhtNode's Router.send: everything reaches this node."""
+        """Both the seam's send and the DhtNode's Router.send: everything reaches this node (a lone
+        node has no other first hop, so a resend's ``detour`` changes nothing)."""
         if service == 16:  # the DHT's own messages
             msg = Delivered(self.address, dest, service, payload, 0, exact)
             self.loop.call_soon(self._deliver, msg)
