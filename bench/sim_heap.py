@@ -18,7 +18,7 @@ import os
 import re
 import sys
 
-from ipop.simulate import STEADY_WINDOW_S, WARMUP_S, _rss_bytes, _seed_overlay
+from ipop.simulate import STEADY_WINDOW_S, WARMUP_S, _rss_bytes, _schedule_mass_join, _seed_overlay
 from overlay import Cluster
 
 
@@ -95,15 +95,11 @@ def main() -> None:
     rss0 = _rss_bytes()
     cluster = Cluster(args.seed, trace=False)
     seeds = _seed_overlay(cluster, n)
-    mass = n - len(seeds)
-    window = max(1.0, n / 1000)
-    start = cluster.now
 
-    def join() -> None:
+    def join(_: int) -> None:
         cluster.add_node()
 
-    for i in range(mass):
-        cluster.scheduler.call_at(start + window * i / max(1, mass), join)
+    window = _schedule_mass_join(cluster, n, n - len(seeds), join)
     cluster.scheduler.run_for(window)
     _stage(f"join window ({window:.0f} s)", n, rss0, base, libc)
     converged = cluster.run_until_consistent(600.0)

@@ -12,7 +12,7 @@ import argparse
 import gc
 import tracemalloc
 
-from ipop.simulate import WARMUP_S, _seed_overlay
+from ipop.simulate import WARMUP_S, _schedule_mass_join, _seed_overlay
 from overlay import Cluster
 
 
@@ -46,15 +46,11 @@ def main() -> None:
     base = tracemalloc.take_snapshot()
     cluster = Cluster(args.seed, trace=False)
     seeds = _seed_overlay(cluster, n)
-    mass = n - len(seeds)
-    window = max(1.0, n / 1000)
-    start = cluster.now
 
-    def join() -> None:
+    def join(_: int) -> None:
         cluster.add_node()
 
-    for i in range(mass):
-        cluster.scheduler.call_at(start + window * i / max(1, mass), join)
+    window = _schedule_mass_join(cluster, n, n - len(seeds), join)
     cluster.scheduler.run_for(window)
     converged = cluster.run_until_consistent(600.0)
     print(f"converged after {converged} s of simulated time")

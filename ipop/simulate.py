@@ -106,6 +106,17 @@ def _seed_overlay(cluster: Cluster, nodes: int) -> list[Member]:
     return seeds
 
 
+def _schedule_mass_join(cluster: Cluster, nodes: int, mass: int, add: Callable[[int], None]) -> float:
+    """Step 2: ``add(i)`` for each of the ``mass`` joiners, spread evenly over a window of one
+    simulated second per thousand nodes (at least one) from now; returns the window, for the caller
+    to run."""
+    window = max(1.0, nodes / 1000)
+    start = cluster.now
+    for i in range(mass):
+        cluster.scheduler.call_at(start + window * i / max(1, mass), add, i)
+    return window
+
+
 def run_simulation(
     *,
     nodes: int,
@@ -127,14 +138,11 @@ def run_simulation(
     seeds = _seed_overlay(cluster, nodes)
     mass = nodes - len(seeds)
     nat_types = _nat_types(mass + JOINERS, len(seeds), nat_blocked, seed)
-    window = max(1.0, nodes / 1000)
     start = cluster.now
     joiners: list[Member] = []
-    for i in range(mass):
-        cluster.scheduler.call_at(
-            start + window * i / max(1, mass),
-            lambda t=nat_types[i]: joiners.append(cluster.add_node(nat=t)),
-        )
+    window = _schedule_mass_join(
+        cluster, nodes, mass, lambda i: joiners.append(cluster.add_node(nat=nat_types[i]))
+    )
     cluster.scheduler.run_for(window)
     converge_s: float | None = None
     while cluster.now - start < CONVERGE_TIMEOUT_S:
