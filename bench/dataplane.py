@@ -22,7 +22,8 @@ Two namespaces are joined by a veth pair with the underlay MTU ``M``. The script
 A figure that cannot be measured (ipop nodes that do not carry traffic yet, no DHCP answer) is null,
 and ``notes`` says why: nothing is estimated or faked. Everything made here carries the prefix
 ``dp<pid>`` and is removed at the end, also after a failure or Ctrl-C; processes are ended by the pid
-recorded when they were started. Run as root: ``PYTHONPATH=. python -m bench.dataplane --json``.
+recorded when they were started. Run as root: ``.venv/bin/python bench/dataplane.py --json`` (or
+``python -m bench.dataplane``).
 
 The parts: ``bench.dataplane_lab`` (namespaces, processes, iperf3 and ping), ``bench.dataplane_wireguard``
 (the underlay and wireguard-go), ``bench.dataplane_ipop`` (the two ipop nodes); this module makes the
@@ -36,7 +37,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+if not __package__:  # run as ``bench/dataplane.py`` (the command): make ``bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.dataplane_ipop import IpopRun
 from bench.dataplane_lab import Lab, interrupts_raise

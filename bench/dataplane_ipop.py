@@ -31,6 +31,18 @@ TRAFFIC_DEADLINE_S = 20.0
 """How long the ipop nodes get to carry a first ping (joining the overlay included)."""
 
 
+def _udhcpc(ns: str, dev: str) -> subprocess.CompletedProcess[str]:
+    """One run of busybox's DHCP client on ``dev`` in ``ns``: three discovers a second apart, quit on a
+    lease or on none, and no script (the caller reads the lease from its output)."""
+    client = ["udhcpc", "-f", "-q", "-n", "-i", dev, "-t", "3", "-T", "1", "-s", "/bin/true"]
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *client],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 class IpopRun:
     """Two ipop nodes in ``lab``'s namespaces and what is measured through them (:meth:`measure`)."""
 
@@ -169,29 +181,7 @@ class IpopRun:
         times = []
         for _ in range(runs):
             t0 = time.monotonic()
-            result = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.lab.ns_a,
-                    "udhcpc",
-                    "-f",
-                    "-q",
-                    "-n",
-                    "-i",
-                    dev,
-                    "-t",
-                    "3",
-                    "-T",
-                    "1",
-                    "-s",
-                    "/bin/true",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            result = _udhcpc(self.lab.ns_a, dev)
             if result.returncode != 0:
                 self.lab.notes.append(
                     "no DHCP answer from the ipop node (udhcpc failed), so dhcp_bound_s_p50 is null"
@@ -201,29 +191,7 @@ class IpopRun:
         return round(statistics.median(times), 3)
 
     def dhcp_address(self, ns: str, dev: str) -> str | None:
-        result = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "udhcpc",
-                "-f",
-                "-q",
-                "-n",
-                "-i",
-                dev,
-                "-t",
-                "3",
-                "-T",
-                "1",
-                "-s",
-                "/bin/true",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = _udhcpc(ns, dev)
         m = re.search(r"lease of ([\d.]+) obtained", result.stdout + result.stderr)
         if not m:
             return None
