@@ -3,6 +3,7 @@ its punch token, where it sends, and its deadlines."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .address import Address
@@ -81,3 +82,34 @@ class Attempt:
         self.reply_via: Address | None = None
         self.advertised: frozenset[Endpoint] = frozenset()
         """The candidates our latest connect-to-me carried: the only endpoints the peer opens its NAT to."""
+
+
+SETUP_TIMES_KEPT = 4096
+"""Set-up times kept for the figures (the simulator's run reads them all); bounded for a long-lived node."""
+
+SETUP_TIMES_SHOWN = 32
+"""``ipop status`` lists the set-up times of this many latest direct links (enough for a median)."""
+
+
+class SetupTimes:
+    """Seconds from a punch's start to the direct link's handshake, the latest ``SETUP_TIMES_KEPT``.
+
+    A list, not a bounded deque: an empty deque keeps a 64-slot block (~760 B on every node, and most
+    nodes never punch), and a punch is rare enough that dropping the oldest by ``del`` costs nothing."""
+
+    __slots__ = ("_times",)
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        self._times.append(seconds)
+        if len(self._times) > SETUP_TIMES_KEPT:
+            del self._times[0]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._times)
+
+    def latest(self) -> list[float]:
+        """The ones ``ipop status`` shows, rounded to 0.1 ms."""
+        return [round(t, 4) for t in self._times[-SETUP_TIMES_SHOWN:]]

@@ -43,6 +43,7 @@ from .attempt import (
     RETRANSMIT_S,
     TUNNEL,
     Attempt,
+    SetupTimes,
 )
 from .events import Endpoint
 from .linkcare import make_room
@@ -50,7 +51,7 @@ from .punching import Puncher
 from .reflexive import Reflexive
 from .relay import Relays, TunnelPath
 from .signalling import Signalling
-from .table import LEAF, Link
+from .table import Link
 from .wire import Close, Hello, Neighbour, encode_control
 
 if TYPE_CHECKING:
@@ -58,14 +59,6 @@ if TYPE_CHECKING:
     from .node import OverlayNode, Path
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Attempt", "Connector", "TunnelPath"]
-
-DIRECT_TIMES_KEPT = 4096
-"""Set-up times kept for the figures (the simulator's run reads them all); bounded for a long-lived node."""
-
-DIRECT_TIMES_SHOWN = 32
-"""``ipop status`` lists the set-up times of this many latest direct links (enough for a median)."""
 
 
 class Connector:
@@ -96,9 +89,7 @@ class Connector:
         self.signalling = Signalling(node, self)
         self._next_id = 0
         self.outcomes: Counter[str] = Counter()
-        self.direct_times: list[float] = []
-        """The last ``DIRECT_TIMES_KEPT`` punch durations (a list: an empty deque costs ~760 B a node)."""
-        """Seconds from a punch's start to the direct link's handshake (for the simulator's figures)."""
+        self.direct_times = SetupTimes()
 
     # -- starting attempts ------------------------------------------------------------------------------
 
@@ -371,9 +362,7 @@ class Connector:
             if attempt.token:
                 self.outcomes["direct" if not isinstance(path, TunnelPath) else "tunnel"] += 1
                 if attempt.punch_started is not None and not isinstance(path, TunnelPath):
-                    self.direct_times.append(now - attempt.punch_started)
-                    if len(self.direct_times) > DIRECT_TIMES_KEPT:
-                        del self.direct_times[0]
+                    self.direct_times.add(now - attempt.punch_started)
             if session.confirmed:
                 self.finish(attempt, now)
             else:
@@ -506,8 +495,5 @@ class Connector:
             **self.reflexive.status(),
             **self.relays.status(),
             "outcomes": dict(sorted(self.outcomes.items())),
-            "direct_link_s": [round(t, 4) for t in self.direct_times[-DIRECT_TIMES_SHOWN:]],
+            "direct_link_s": self.direct_times.latest(),
         }
-
-    def leaf_links(self) -> list[Link]:
-        return [link for link in self.node.table if link.my_roles & LEAF]

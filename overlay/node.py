@@ -26,7 +26,7 @@ from typing import Any
 
 from .address import Address, short
 from .config import OverlayConfig
-from .connector import Connector, TunnelPath
+from .connector import Connector
 from .datapath import DataPath
 from .events import (
     Delivered,
@@ -56,6 +56,7 @@ from .linksec import (
 from .liveness import Liveness
 from .maintenance import Maintenance
 from .pmtu import PmtuConfig
+from .relay import TunnelPath
 from .routing import Routing
 from .sessions import preferred_session
 from .status import node_status

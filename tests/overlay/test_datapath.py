@@ -21,7 +21,7 @@ from overlay import (
     PmtuState,
     Service,
 )
-from overlay.connector import TunnelPath
+from overlay.relay import TunnelPath
 from overlay.wire import Ping
 
 SECRET = b"data path test network secret 0123"
