@@ -60,6 +60,12 @@ FAILED_HOLD_S = 60.0
 """A node we failed to link to is not tried again from hearsay for this long (stale neighbour lists
 keep advertising dead nodes for a while)."""
 
+SHORTCUT_RETRY_S = 5.0
+"""A traffic-driven shortcut that failed is tried again, on continuing traffic, after this long, doubling
+with each failure up to ``FAILED_HOLD_S``. Not the hearsay hold itself: the traffic shows the peer is
+wanted now, and a lost handshake or punch under loss is no sign that it will fail again (the NAT grid's
+lossy member went without a shortcut for 60 s after one failed attempt)."""
+
 LOST_TTL_S = 600.0
 """Lost peers are forgotten after this."""
 
@@ -94,6 +100,7 @@ class Maintenance:
         "next_self_probe",
         "next_stabilise",
         "node",
+        "shortcut_retry",
         "state",
         "state_detail",
         "traffic",
@@ -107,6 +114,8 @@ class Maintenance:
         self.failed: dict[int, float] = {}
         self.lost: dict[int, tuple[Endpoint, float]] = {}
         self.traffic: dict[int, tuple[float, int]] = {}
+        self.shortcut_retry: dict[int, tuple[float, float]] = {}
+        """Peers whose traffic-driven shortcut failed: (no new attempt before, the wait that was set)."""
         self.bootstrap_backoff = node.config.bootstrap_retry_s
         self.next_bootstrap = now
         self.bootstrap_attempts: set[int] = set()
@@ -210,6 +219,8 @@ class Maintenance:
         self.join_attempts &= set(attempts)
         window = self.node.config.shortcut_window_s
         self.traffic = {a: v for a, v in self.traffic.items() if now - v[0] < window}
+        if self.shortcut_retry:  # forgotten a hold after the wait: the next failure starts over
+            self.shortcut_retry = {a: v for a, v in self.shortcut_retry.items() if now < v[0] + FAILED_HOLD_S}
 
     # -- near links and stabilisation ----------------------------------------------------------------
 
@@ -422,6 +433,10 @@ class Maintenance:
         if peer is not None:
             self.failed[peer] = now
             self.known.pop(peer, None)
+            if role & SHORTCUT:
+                previous = self.shortcut_retry.get(peer)
+                wait = SHORTCUT_RETRY_S if previous is None else min(2 * previous[1], FAILED_HOLD_S)
+                self.shortcut_retry[peer] = (now + wait, wait)
         if len(self.node.table) == 0 and self.node.config.bootstrap:
             self._bootstrap(now)  # the next bootstrap peer at once, not at the next tick
 
@@ -430,8 +445,10 @@ class Maintenance:
         start, count = self.traffic.get(dest, (now, 0))
         count += 1
         self.traffic[dest] = (start, count)
-        if count == self.node.config.shortcut_after_messages and dest not in self.failed:
-            self.node.connector.connect_address(dest, SHORTCUT, now)
+        if count == self.node.config.shortcut_after_messages:
+            retry = self.shortcut_retry.get(dest)
+            if retry is None or now >= retry[0]:
+                self.node.connector.connect_address(dest, SHORTCUT, now)
 
 
 def _belongs_among(me: int, addr: int, left: list[Address], right: list[Address], k: int) -> bool:

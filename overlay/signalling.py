@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .address import Address
+from .address import Address, closer
 from .attempt import CONNECT, PUNCH, RETRANSMIT_S, Attempt
 from .wire import Connect, ConnectReply, Neighbour
 
@@ -69,6 +69,10 @@ class Signalling:
                 attempt.via = informant
                 if attempt.reply_via is None:
                     attempt.reply_via = informant
+            elif (start := self._start_beside(attempt.target)) is not None:
+                attempt.via = start
+                if attempt.reply_via is None:
+                    attempt.reply_via = start
         candidates = self.connector.candidates()
         attempt.advertised = frozenset(candidates)
         msg = Connect(attempt.token, attempt.role, candidates, attempt.reply_via)
@@ -77,6 +81,28 @@ class Signalling:
         )
         attempt.next_send = now + RETRANSMIT_S * (2**attempt.retries)
         attempt.retries += 1
+
+    def _start_beside(self, target: Address) -> Address | None:
+        """A linked peer to start a connect-to-me at when greedy routing from this node cannot make
+        progress towards ``target`` (None when it can, or when nothing is linked): the peer closest
+        to the target, from which greedy routing goes on. The answer goes back through it as well.
+
+        Why. A node with few links, all farther from the target than itself, is where greedy routing
+        ends: a connect-to-me to a node near its own ring position failed at its source, resent in
+        vain until the attempt timed out. Seen in the simulator (a node behind a NAT with 20 % loss
+        whose first neighbour list was lost kept only its bootstrap link for a minute, declared
+        itself joined with that one link as both ring neighbours, and could not reach the peers its
+        connect-to-me had just named), and in the NAT lab's grid as a lossy member that never linked
+        to its traffic's destination. By symmetry the target's answer could not reach this node
+        either: its ring neighbours do not know it yet."""
+        node = self.node
+        me = node.address
+        table = node.table
+        nxt = table.closest(target, None)
+        if nxt is None or nxt == target or closer(target, nxt, me):
+            return None  # nothing linked, the target itself, or ordinary routing makes progress
+        link = table.get(nxt)
+        return nxt if link is not None and link.sessions and link.direct else None
 
     def on_overlay_message(self, src: Address, msg: Any, now: float, hops: int = 0) -> None:
         if isinstance(msg, Connect):
@@ -89,10 +115,13 @@ class Signalling:
         if src == node.address:
             return
         node.maintenance.learn((Neighbour(src, msg.candidates),), now)
-        link = node.table.get(src)
-        if msg.candidates and (link is None or not link.direct):
+        if msg.candidates:
             # Before the reply (causal order): our pre-punch leaves before the requester can learn
             # where to probe, so its probes never reach our router ahead of our own mapping.
+            # Also when we hold a direct link to the requester: it would not ask if it held one too,
+            # so its end is gone (its Close lost) and ours is half open. A probe is answered only
+            # under a token we punch for: without this session the requester's probes went
+            # unanswered, and a pair the lab can punch ended relayed (the simulated lossy site).
             c.punch.respond(msg.token, src, msg.candidates, now, hops)
         reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
         node.send_overlay(src, reply, now, via=msg.reply_via)
