@@ -92,9 +92,9 @@ class Signalling:
         vain until the attempt timed out. Seen in the simulator (a node behind a NAT with 20 % loss
         whose first neighbour list was lost kept only its bootstrap link for a minute, declared
         itself joined with that one link as both ring neighbours, and could not reach the peers its
-        connect-to-me had just named), and in the NAT lab's grid as a lossy member that never linked
-        to its traffic's destination. By symmetry the target's answer could not reach this node
-        either: its ring neighbours do not know it yet."""
+        connect-to-me had just named); the likely cause of the NAT lab grid's lossy member that had
+        no link at all to its traffic's destination after 100 s. By symmetry the target's answer
+        could not reach this node either: its ring neighbours do not know it yet."""
         node = self.node
         me = node.address
         table = node.table
@@ -118,10 +118,12 @@ class Signalling:
         if msg.candidates:
             # Before the reply (causal order): our pre-punch leaves before the requester can learn
             # where to probe, so its probes never reach our router ahead of our own mapping.
-            # Also when we hold a direct link to the requester: it would not ask if it held one too,
-            # so its end is gone (its Close lost) and ours is half open. A probe is answered only
-            # under a token we punch for: without this session the requester's probes went
-            # unanswered, and a pair the lab can punch ended relayed (the simulated lossy site).
+            # Also when we hold a direct link to the requester: a node that holds a link does not
+            # connect to its peer again, so most often its end is gone (its Close lost) and ours is
+            # half open. A probe is answered only under a token we punch for: without this session
+            # the requester's probes went unanswered, and a pair the lab can punch ended relayed
+            # (the simulated lossy site). When a far link's connect-to-me lands on a node already
+            # linked to us, the session costs a pre-punch and answers nothing.
             c.punch.respond(msg.token, src, msg.candidates, now, hops)
         reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
         node.send_overlay(src, reply, now, via=msg.reply_via)
