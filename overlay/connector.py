@@ -111,10 +111,8 @@ class Connector:
         """``informant`` (a link peer) named ``entries`` among its neighbours: it is linked to them."""
         self.signalling.heard_of(informant, entries)
 
-    def on_overlay_message(
-        self, src: Address, msg: Any, now: float, hops: int = 0, exact: bool = True
-    ) -> None:
-        self.signalling.on_overlay_message(src, msg, now, hops, exact)
+    def on_overlay_message(self, src: Address, msg: Any, now: float, hops: int = 0) -> None:
+        self.signalling.on_overlay_message(src, msg, now, hops)
 
     def busy(self, peer: int) -> bool:
         """An attempt to link with ``peer`` is under way, ours or the peer's (we are punching back)."""

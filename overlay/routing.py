@@ -168,7 +168,7 @@ class Routing:
                 self.emit(Undeliverable(overlay_msg.dest, overlay_msg.service, "no_route"))
                 self.maintenance.route_error(overlay_msg.dest, now)
             else:
-                self.connector.on_overlay_message(msg.src, overlay_msg, now, msg.hops, exact)
+                self.connector.on_overlay_message(msg.src, overlay_msg, now, msg.hops)
             return
         if msg.service == Service.TUNNEL:
             if not exact or len(msg.payload) < 22:
