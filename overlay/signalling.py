@@ -65,11 +65,8 @@ class Signalling:
             # the ring has not taken in yet, but its informant is linked to it (and to us).
             informant = self.informants.get(attempt.target)
             link = self.node.table.get(informant) if informant is not None else None
-            if link is not None and link.sessions:
-                attempt.via = informant
-                if attempt.reply_via is None:
-                    attempt.reply_via = informant
-            elif (start := self._start_beside(attempt.target)) is not None:
+            start = informant if link is not None and link.sessions else self._start_beside(attempt.target)
+            if start is not None:
                 attempt.via = start
                 if attempt.reply_via is None:
                     attempt.reply_via = start
