@@ -91,6 +91,11 @@ class DhtConfig:
     """A node whose neighbourhood changed answers writes with ``not ready`` until its new neighbours
     sent it the records it should now hold, or this long at most (a dead neighbour sends nothing)."""
 
+    sync_resend_s: float = 0.5
+    """A sync request without a complete answer is sent again this often while the node waits for it
+    (``sync_timeout_s``): the answer comes over one direct link in a round trip, and a lost request or
+    answer must not leave the node ready without the positions it should hold."""
+
     push_timeout_s: float = 1.0
     """Wait for a neighbour to acknowledge records pushed to it before sending them again. Pushes go
     over one direct link, so this is many round trips."""
@@ -150,7 +155,13 @@ class DhtConfig:
             raise ValueError("request_attempts and push_attempts must be at least 1")
         if not 0 < self.min_request_timeout_s <= self.request_timeout_s:
             raise ValueError("need 0 < min_request_timeout_s <= request_timeout_s")
-        for name in ("request_timeout_s", "op_timeout_s", "not_ready_retry_s", "sync_timeout_s"):
+        for name in (
+            "request_timeout_s",
+            "op_timeout_s",
+            "not_ready_retry_s",
+            "sync_timeout_s",
+            "sync_resend_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         least = self.max_key_bytes + self.max_value_bytes + 300

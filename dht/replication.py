@@ -105,7 +105,7 @@ class Replicator:
         self._pending: dict[tuple[Address, bool], dict[Address, PendingPush]] = {}
         self._outbox: dict[tuple[Address, bool], dict[Address, None]] = {}
         self._batches: dict[int, PushBatch] = {}
-        self._syncs = SyncWaits(config.sync_timeout_s)
+        self._syncs = SyncWaits(config.sync_timeout_s, config.sync_resend_s)
         self._resync_at: float | None = None
         self._digests = DigestExchange(config, new_id)
         self._digest_outbox: dict[Address, dict[Address, None]] = {}
@@ -440,6 +440,9 @@ class Replicator:
         c = self.config
         if self._resync_at is None:
             self._resync_at = self._next_resync(now)
+        for sync_id, peer in self._syncs.resends(now):
+            self.stats.sync_resends += 1
+            self._send(peer, encode(Sync(sync_id)), now, True)
         silent, late = self._syncs.expire(now)
         if silent or late:
             log.debug("%s: no sync from %s, none asked by %s", short(self.me), _names(silent), _names(late))

@@ -32,6 +32,8 @@ class DhtStats:
     gets_answered: int = 0
     pushes_sent: int = 0
     """Batches of records sent to neighbours (copies, hand-over, sync answers), resends included."""
+    sync_resends: int = 0
+    """Sync requests sent again because no complete answer came within ``sync_resend_s``."""
     replication_bytes: int = 0
     """Payload bytes of every replication message sent (pushes and their resends, sync requests and
     answers, acknowledgements, role questions and answers): what keeping copies costs."""

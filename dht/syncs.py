@@ -9,6 +9,12 @@ position it should hold by our view. Pushing them on sight as well sent most of 
 a new neighbour nothing until its request arrived or ``sync_timeout_s`` passed (it may not count us as
 its neighbour, or its request was lost): :meth:`SyncWaits.holding`. A peer whose request came before
 our view counted it (views change at slightly different moments) is not waited for.
+
+A request may be lost on the way, and so may an empty answer (an answer carrying records is a push
+batch, resent until acknowledged): an unanswered request is sent again every ``resend_s`` until its
+wait ends. Without that, a node whose request was lost waited out the timeout and became ready by
+giving up, at the moment its neighbour's own pushes (held for the request until then) were only
+leaving: gets in between found its positions empty.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from overlay import Address
 class _Asked:
     peer: Address
     deadline: float
+    resend_at: float
     parts: int = 0
     seen: set[int] = field(default_factory=set)
 
 
 class SyncWaits:
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, resend_s: float) -> None:
         self.timeout = timeout
+        self.resend_s = resend_s
         self.asked: dict[int, _Asked] = {}
         """Our sync requests without a complete answer: sync id -> the neighbour asked."""
         self._holding: dict[Address, float] = {}
@@ -38,7 +46,7 @@ class SyncWaits:
 
     def joined(self, peer: Address, sync_id: int, now: float) -> None:
         """``peer`` became our neighbour and we ask it to sync with ``sync_id``."""
-        self.asked[sync_id] = _Asked(peer, now + self.timeout)
+        self.asked[sync_id] = _Asked(peer, now + self.timeout, now + self.resend_s)
         if self._asked_by.get(peer, -1.0) < now - self.timeout:
             self._holding[peer] = now + self.timeout
 
@@ -82,8 +90,18 @@ class SyncWaits:
             del self._holding[peer]
         return silent, late
 
+    def resends(self, now: float) -> list[tuple[int, Address]]:
+        """The requests to send again now, as (sync id, neighbour); each is due again ``resend_s``
+        later."""
+        due = []
+        for sync_id, wait in self.asked.items():
+            if wait.resend_at <= now < wait.deadline:
+                wait.resend_at = now + self.resend_s
+                due.append((sync_id, wait.peer))
+        return due
+
     def next_deadline(self) -> float | None:
-        times = [w.deadline for w in self.asked.values()] + list(self._holding.values())
+        times = [min(w.deadline, w.resend_at) for w in self.asked.values()] + list(self._holding.values())
         return min(times, default=None)
 
     def sweep(self, now: float) -> None:

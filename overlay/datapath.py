@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 APP_HEADER = 2
 """Bytes an application message adds inside a sealed datagram: the kind and the service."""
 
+MAX_PROBE_SIZES = 64
+"""Probe sizes remembered per link: a search sends about a dozen, and confirmations repeat one."""
+
 
 def app_prefix(service: int) -> bytes:
     """The application header (:data:`APP_HEADER` bytes) of ``service``'s messages: what a payload
@@ -78,6 +81,7 @@ class DataPath:
 
     __slots__ = (
         "_armed",
+        "_probe_sizes",
         "_sessions",
         "_sink",
         "_sink_prefix",
@@ -95,6 +99,9 @@ class DataPath:
         simulator, whose network has no MTU)."""
         self.receivers: dict[int, AppReceiver] = {}
         self._armed: dict[Address, float] = {}
+        self._probe_sizes: dict[Address, set[int]] = {}
+        """Sizes of the path MTU probes sent on each link (at most ``MAX_PROBE_SIZES`` each): a
+        datagram of such a size refused as too big is a probe, never sent again fragmented."""
         self._sessions: dict[int, tuple[Session, Link]] = {}
         """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
         self._sink: AppSink | None = None
@@ -253,16 +260,31 @@ class DataPath:
             self._arm(dest)
         return link.endpoint, datagrams
 
-    def too_big(self, addr: Endpoint, size: int, now: float) -> None:
+    def too_big(self, addr: Endpoint, size: int, now: float) -> bool:
         """The driver could not send a datagram of ``size`` bytes to ``addr``: EMSGSIZE, larger than
-        the local interface allows with DF."""
+        the local interface allows with DF. Returns whether the driver should send it again with
+        fragmentation allowed: every datagram but a path MTU probe.
+
+        Why. DF is on for every datagram (the driver's fast mode), yet only the data plane's datagrams
+        are sized to the path. A DHT message may take 4 kB (a sync answer, a get reply with several
+        values), an overlay control message more than one Ethernet frame: refused with DF, each was
+        lost without a trace, and its resends the same way. A restarted node's sync answers from its
+        neighbours were lost so, and after the sync timeout it answered gets as ready with an empty
+        store (the VPN suite saw a held address read as free). Fragmented, they arrive. A probe must
+        not: its loss is its answer."""
         node = self.node
         node.counters["tx_too_big"] += 1
         if self.mtus is None:
-            return
+            node.counters["tx_fragmented"] += 1
+            return True
+        probe = False
         for link in list(node.table):
             if link.endpoint == addr and link.peer in self.mtus:
+                probe |= size in self._probe_sizes.get(link.peer, ())
                 self._send_probes(link, self.mtus.too_big(link.peer, size, now), now)
+        if not probe:
+            node.counters["tx_fragmented"] += 1
+        return not probe
 
     # -- hooks of the node -----------------------------------------------------------------------------
 
@@ -270,6 +292,7 @@ class DataPath:
         """The link to ``peer`` is gone."""
         if self.mtus is not None:
             self.mtus.forget(peer)
+        self._probe_sizes.pop(peer, None)
         for index in [i for i, (_, link) in self._sessions.items() if link.peer == peer]:
             del self._sessions[index]
 
@@ -310,6 +333,10 @@ class DataPath:
                 except (ValueError, RuntimeError):
                     break
                 node.counters["tx_mtu_probes"] += 1
+                sent = self._probe_sizes.setdefault(link.peer, set())
+                if len(sent) >= MAX_PROBE_SIZES:
+                    sent.clear()
+                sent.add(len(datagram))
                 node.transmit(datagram, link.endpoint, now)
         self._arm(link.peer)
 

@@ -11,8 +11,9 @@ With ``fast=True`` (a real node's data plane) the socket sets DF on every datagr
 kernel offers it (one read for many datagrams of one flow), and :meth:`UdpDriver.send_datagrams` sends a
 batch to one endpoint with ``UDP_SEGMENT`` (one system call for up to 64 datagrams and 65507
 bytes). A datagram refused as too big (EMSGSIZE) is reported to ``on_too_big``, for the path MTU
-search. ``after_batch`` callbacks run after each drained batch of received datagrams, so that a
-receiver can merge what one wake-up read before it writes anything.
+search; when it answers True (anything but a path MTU probe), the datagram is sent again with
+fragmentation allowed for that one send. ``after_batch`` callbacks run after each drained batch of
+received datagrams, so that a receiver can merge what one wake-up read before it writes anything.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class UdpDriver:
         on_event: Callable[[OverlayEvent], None] | None = None,
         *,
         fast: bool = False,
-        on_too_big: Callable[[Endpoint, int, float], None] | None = None,
+        on_too_big: Callable[[Endpoint, int, float], bool] | None = None,
     ) -> None:
         self.core = core
         self.sock = sock
@@ -319,8 +320,25 @@ class UdpDriver:
             except OSError as exc:
                 self.send_errors += 1
                 log.debug("sendto %s: %s", addr, exc)
-                if exc.errno == errno.EMSGSIZE and self.on_too_big is not None:
-                    self.on_too_big(addr, len(data), self.loop.time())
+                if (
+                    exc.errno == errno.EMSGSIZE
+                    and self.on_too_big is not None
+                    and self.on_too_big(addr, len(data), self.loop.time())
+                ):
+                    self._send_fragmented(data, addr)
+
+    def _send_fragmented(self, data: bytes, addr: Endpoint) -> None:
+        """Send one datagram with DF off: the socket's mode is switched for this send only (the loop
+        runs one callback at a time, so no other send sees it)."""
+        try:
+            set_pmtu_discover(self.sock, "dont")
+            try:
+                self.sock.sendto(data, addr)
+            finally:
+                set_pmtu_discover(self.sock, "probe")
+        except OSError as exc:
+            self.send_errors += 1
+            log.debug("sendto %s (fragmented): %s", addr, exc)
 
     def _send_with_ttl(self, data: bytes, addr: Endpoint, ttl: int) -> None:
         level, option = (

@@ -55,6 +55,37 @@ def test_a_joiner_gets_every_position_it_should_hold(lose_syncs: bool) -> None:
         assert missing == [], f"joiner {n} lacks {len(missing)} of {len(wanted)} positions"
 
 
+def test_a_joiner_whose_first_sync_requests_are_lost_asks_again_and_is_ready_by_the_answers() -> None:
+    """The first sync request of every joiner to each neighbour is lost. Asking again after
+    ``sync_resend_s`` makes it ready by the answers within a second; without, it waited out
+    ``sync_timeout_s`` and became ready by giving up, at the moment its neighbours' own pushes (held
+    for the request until then) were only leaving: gets in between found its positions empty."""
+    ring = _ring(seed=23)
+    asked: set[tuple[Address, Address]] = set()
+
+    def lose_first_request(src: Address, dst: Address, payload: bytes) -> bool:
+        try:
+            message = decode(payload, CONFIG)
+        except DecodeError:
+            return False
+        if not isinstance(message, Sync) or (src, dst) in asked:
+            return False
+        asked.add((src, dst))
+        return True
+
+    ring.drop = lose_first_request
+    for n, key in enumerate(KEYS[:5]):
+        joiner = ring.add_near(key_address(key, n))
+        started = ring.now
+        ring.run_until(started + 1.0)
+        assert joiner.node.replicator.ready(ring.now), "ready by its neighbours' answers, not the timeout"
+        wanted = _should_hold(ring, joiner.address)
+        missing = [p for p in wanted if p not in joiner.node.store]
+        assert len(wanted) >= 3 and missing == [], f"joiner {n} lacks {len(missing)} of {len(wanted)}"
+        assert joiner.node.stats.sync_resends > 0
+        ring.run(CONFIG.sync_timeout_s)
+
+
 def test_pushes_to_a_joiner_are_not_duplicated_when_it_asks() -> None:
     """Each neighbour sends each position to a joiner once: in its answer to the joiner's sync request,
     not also in a push on sight of the new neighbour (which sent most positions twice)."""

@@ -43,7 +43,8 @@ class Pair:
     """Node a (first of a new overlay) and node b (bootstrapping through a) on an instant wire that
     carries datagrams up to ``mtu`` bytes of UDP payload; larger ones vanish (``local`` False: a
     router in the middle drops them) or are refused at once as EMSGSIZE (``local`` True: the sender's
-    own interface)."""
+    own interface). A refused datagram that the core asks to send again with fragmentation allowed
+    arrives whole, as the kernel's IP fragments would reassemble (counted in ``fragmented``)."""
 
     def __init__(self, mtu: int, *, local: bool = False) -> None:
         rng = Random(11)
@@ -55,6 +56,7 @@ class Pair:
         self.by_endpoint = {EA: self.a, EB: self.b}
         self.events: list[object] = []
         self.dropped = 0
+        self.fragmented: list[int] = []
 
     def _node(self, identity: Identity, bootstrap: tuple[Endpoint, ...], me: Endpoint) -> OverlayNode:
         config = OverlayConfig(realm="dp", secret=SECRET, bootstrap=bootstrap)
@@ -82,11 +84,12 @@ class Pair:
 
     def deliver(self, src: OverlayNode, me: Endpoint, data: bytes, addr: Endpoint) -> None:
         if len(data) > self.mtu:
-            if self.local:
-                src.datapath.too_big(addr, len(data), self.now)
-            else:
+            if not self.local:
                 self.dropped += 1
-            return
+                return
+            if not src.datapath.too_big(addr, len(data), self.now):
+                return
+            self.fragmented.append(len(data))
         self.by_endpoint[addr].receive_datagram(data, me, self.now)
 
     def run(self, seconds: float) -> None:
@@ -161,6 +164,26 @@ def test_a_local_interface_refusal_bounds_the_search_at_once() -> None:
     pair.run(10.0)
     assert path.state is PmtuState.COMPLETE and 1300 - 16 <= path.mtu <= 1300
     assert pair.a.counters["tx_too_big"] > 0
+
+
+def test_a_message_larger_than_the_interface_is_sent_again_fragmented_but_a_probe_is_not() -> None:
+    """DF is on for every datagram, yet only the data plane's are sized to the path: a DHT message of
+    3 kB refused by the local interface was lost, and so were its resends."""
+    pair = Pair(1300, local=True).linked()
+    peer = pair.b.address
+    pair.a.datapath.direct_limit(peer, pair.now)  # data on the link: the path MTU search starts
+    pair.run(10.0)
+    path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
+    assert path is not None and path.state is PmtuState.COMPLETE and 1300 - 16 <= path.mtu <= 1300
+    assert pair.a.counters["tx_too_big"] > 0 and not pair.fragmented  # refused probes stayed refused
+    pair.events.clear()
+    big = bytes(range(256)) * 12
+    pair.a.send(peer, Service.DHT, big, pair.now)
+    pair.pump()
+    got = [e for e in pair.events if isinstance(e, Delivered) and e.service == Service.DHT]
+    assert [e.payload for e in got] == [big] and got[0].src == pair.a.address
+    assert len(pair.fragmented) == 1 and pair.fragmented[0] > 3072
+    assert pair.a.counters["tx_fragmented"] == 1
 
 
 def test_a_path_that_shrinks_silently_is_found_again_by_confirmation_probes() -> None:
