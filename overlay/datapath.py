@@ -39,7 +39,7 @@ from .events import Endpoint
 from .linkmtu import ASSUMED_PAYLOAD as _ASSUMED
 from .linkmtu import LinkMtus, probe_ack, probe_plaintext, probe_size
 from .linksession import PlaintextSink, Session, SessionState
-from .linkwire import DATA_OVERHEAD, PACKET_DATA, LinkDecodeError
+from .linkwire import DATA_HEADER_BYTES, DATA_OVERHEAD, PACKET_DATA, LinkDecodeError
 from .pmtu import PmtuConfig
 from .table import Link
 from .wire import KIND_APP, KIND_PROBE
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 APP_HEADER = 2
 """Bytes an application message adds inside a sealed datagram: the kind and the service."""
 
-MAX_PROBE_SIZES = 64
-"""Probe sizes remembered per link: a search sends about a dozen, and confirmations repeat one."""
+MAX_PROBES_KEPT = 64
+"""Probes remembered per link (by their DATA header, whose session index and counter no other
+datagram repeats): a search sends about a dozen, confirmations one each."""
 
 
 def app_prefix(service: int) -> bytes:
@@ -81,7 +82,7 @@ class DataPath:
 
     __slots__ = (
         "_armed",
-        "_probe_sizes",
+        "_probes",
         "_sessions",
         "_sink",
         "_sink_prefix",
@@ -99,9 +100,10 @@ class DataPath:
         simulator, whose network has no MTU)."""
         self.receivers: dict[int, AppReceiver] = {}
         self._armed: dict[Address, float] = {}
-        self._probe_sizes: dict[Address, set[int]] = {}
-        """Sizes of the path MTU probes sent on each link (at most ``MAX_PROBE_SIZES`` each): a
-        datagram of such a size refused as too big is a probe, never sent again fragmented."""
+        self._probes: dict[Address, set[bytes]] = {}
+        """DATA headers of the path MTU probes sent on each link (at most ``MAX_PROBES_KEPT`` each): a
+        refused datagram among them is a probe, never sent again fragmented. By content, not size:
+        a DHT message of a probe's size must still go."""
         self._sessions: dict[int, tuple[Session, Link]] = {}
         """Receiver index -> session and link of the direct links whose data :meth:`receive` takes."""
         self._sink: AppSink | None = None
@@ -260,8 +262,8 @@ class DataPath:
             self._arm(dest)
         return link.endpoint, datagrams
 
-    def too_big(self, addr: Endpoint, size: int, now: float) -> bool:
-        """The driver could not send a datagram of ``size`` bytes to ``addr``: EMSGSIZE, larger than
+    def too_big(self, addr: Endpoint, datagram: bytes, now: float) -> bool:
+        """The driver could not send ``datagram`` to ``addr``: EMSGSIZE, larger than
         the local interface allows with DF. Returns whether the driver should send it again with
         fragmentation allowed: every datagram but a path MTU probe.
 
@@ -277,10 +279,11 @@ class DataPath:
         if self.mtus is None:
             node.counters["tx_fragmented"] += 1
             return True
+        size = len(datagram)
         probe = False
         for link in list(node.table):
             if link.endpoint == addr and link.peer in self.mtus:
-                probe |= size in self._probe_sizes.get(link.peer, ())
+                probe |= bytes(datagram[:DATA_HEADER_BYTES]) in self._probes.get(link.peer, ())
                 self._send_probes(link, self.mtus.too_big(link.peer, size, now), now)
         if not probe:
             node.counters["tx_fragmented"] += 1
@@ -292,7 +295,7 @@ class DataPath:
         """The link to ``peer`` is gone."""
         if self.mtus is not None:
             self.mtus.forget(peer)
-        self._probe_sizes.pop(peer, None)
+        self._probes.pop(peer, None)
         for index in [i for i, (_, link) in self._sessions.items() if link.peer == peer]:
             del self._sessions[index]
 
@@ -333,10 +336,10 @@ class DataPath:
                 except (ValueError, RuntimeError):
                     break
                 node.counters["tx_mtu_probes"] += 1
-                sent = self._probe_sizes.setdefault(link.peer, set())
-                if len(sent) >= MAX_PROBE_SIZES:
+                sent = self._probes.setdefault(link.peer, set())
+                if len(sent) >= MAX_PROBES_KEPT:
                     sent.clear()
-                sent.add(len(datagram))
+                sent.add(bytes(datagram[:DATA_HEADER_BYTES]))
                 node.transmit(datagram, link.endpoint, now)
         self._arm(link.peer)
 

@@ -149,7 +149,7 @@ class UdpDriver:
         on_event: Callable[[OverlayEvent], None] | None = None,
         *,
         fast: bool = False,
-        on_too_big: Callable[[Endpoint, int, float], bool] | None = None,
+        on_too_big: Callable[[Endpoint, bytes, float], bool] | None = None,
     ) -> None:
         self.core = core
         self.sock = sock
@@ -323,7 +323,7 @@ class UdpDriver:
                 if (
                     exc.errno == errno.EMSGSIZE
                     and self.on_too_big is not None
-                    and self.on_too_big(addr, len(data), self.loop.time())
+                    and self.on_too_big(addr, data, self.loop.time())
                 ):
                     self._send_fragmented(data, addr)
 

@@ -57,6 +57,7 @@ class Pair:
         self.events: list[object] = []
         self.dropped = 0
         self.fragmented: list[int] = []
+        self.refused: list[int] = []
 
     def _node(self, identity: Identity, bootstrap: tuple[Endpoint, ...], me: Endpoint) -> OverlayNode:
         config = OverlayConfig(realm="dp", secret=SECRET, bootstrap=bootstrap)
@@ -87,7 +88,8 @@ class Pair:
             if not self.local:
                 self.dropped += 1
                 return
-            if not src.datapath.too_big(addr, len(data), self.now):
+            if not src.datapath.too_big(addr, data, self.now):
+                self.refused.append(len(data))
                 return
             self.fragmented.append(len(data))
         self.by_endpoint[addr].receive_datagram(data, me, self.now)
@@ -184,6 +186,12 @@ def test_a_message_larger_than_the_interface_is_sent_again_fragmented_but_a_prob
     assert [e.payload for e in got] == [big] and got[0].src == pair.a.address
     assert len(pair.fragmented) == 1 and pair.fragmented[0] > 3072
     assert pair.a.counters["tx_fragmented"] == 1
+    probe_size = pair.refused[-1]  # a message of a refused probe's very size still goes
+    twin = bytes(probe_size - DATA_OVERHEAD - APP_HEADER)
+    pair.a.send(peer, Service.DHT, twin, pair.now)
+    pair.pump()
+    got = [e for e in pair.events if isinstance(e, Delivered) and e.service == Service.DHT]
+    assert pair.fragmented[-1] == probe_size and got[-1].payload == twin
 
 
 def test_a_path_that_shrinks_silently_is_found_again_by_confirmation_probes() -> None:
