@@ -289,6 +289,14 @@ class DataPath:
             node.counters["tx_fragmented"] += 1
         return not probe
 
+    def confirmed_size(self, peer: Address) -> int | None:
+        """The largest datagram the direct link to ``peer`` is known to carry: its path MTU as far as
+        probes confirmed it, the base size before any; None when nothing is measured (the simulator)."""
+        if self.mtus is None:
+            return None
+        path = self.mtus.path(peer)
+        return self.mtus.config.base if path is None else path.mtu
+
     # -- hooks of the node -----------------------------------------------------------------------------
 
     def forget(self, peer: Address) -> None:

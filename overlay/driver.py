@@ -12,8 +12,10 @@ kernel offers it (one read for many datagrams of one flow), and :meth:`UdpDriver
 batch to one endpoint with ``UDP_SEGMENT`` (one system call for up to 64 datagrams and 65507
 bytes). A datagram refused as too big (EMSGSIZE) is reported to ``on_too_big``, for the path MTU
 search; when it answers True (anything but a path MTU probe), the datagram is sent again with
-fragmentation allowed for that one send. ``after_batch`` callbacks run after each drained batch of
-received datagrams, so that a receiver can merge what one wake-up read before it writes anything.
+fragmentation allowed for that one send. A datagram the core marked :class:`MayFragment` (a message
+larger than its link is known to carry) is sent that way at once. ``after_batch`` callbacks run after
+each drained batch of received datagrams, so that a receiver can merge what one wake-up read before it
+writes anything.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
-from .events import Endpoint, OverlayEvent, Transmit
+from .events import Endpoint, MayFragment, OverlayEvent, Transmit
 from .udpopts import enable_gro, gso_runs, gso_supported, recv_gro, send_segments, set_pmtu_discover
 
 log = logging.getLogger(__name__)
@@ -171,9 +173,12 @@ class UdpDriver:
         self.listeners: list[socket.socket] = []
         self.closed = False
         self.gso = self.gro = False
+        self.df = False
+        """Whether the socket sets DF (fast mode): only then is a send switched to fragmentation."""
         if fast:
             with contextlib.suppress(OSError):
                 set_pmtu_discover(sock, "probe")
+                self.df = True
             self.gso = gso_supported(sock)
             self.gro = enable_gro(sock)
             log.info("UDP socket: DF probing, UDP_SEGMENT %s, UDP_GRO %s", _on(self.gso), _on(self.gro))
@@ -310,6 +315,9 @@ class UdpDriver:
     def _send_all(self, transmits: list[Transmit]) -> None:
         send = self.sock.sendto
         for data, addr, ttl in transmits:
+            if type(data) is MayFragment:
+                self._send_fragmented(data, addr)
+                continue
             try:
                 if ttl:
                     self._send_with_ttl(data, addr, ttl)
@@ -329,13 +337,19 @@ class UdpDriver:
 
     def _send_fragmented(self, data: bytes, addr: Endpoint) -> None:
         """Send one datagram with DF off: the socket's mode is switched for this send only (the loop
-        runs one callback at a time, so no other send sees it)."""
+        runs one callback at a time, so no other send sees it). Two more system calls, for messages
+        larger than a path: rare, and never the data plane's."""
         try:
+            if not self.df:
+                self.sock.sendto(data, addr)
+                return
             set_pmtu_discover(self.sock, "dont")
             try:
                 self.sock.sendto(data, addr)
             finally:
                 set_pmtu_discover(self.sock, "probe")
+        except (BlockingIOError, InterruptedError):
+            self.send_errors += 1  # a full socket buffer drops, as the network would
         except OSError as exc:
             self.send_errors += 1
             log.debug("sendto %s (fragmented): %s", addr, exc)

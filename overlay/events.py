@@ -22,6 +22,18 @@ Transmit = tuple[bytes, Endpoint, int]
 to open one's own NAT mapping without the packet reaching the peer's NAT (see ``nat``)."""
 
 
+class MayFragment(bytes):
+    """A datagram the driver sends with fragmentation allowed (DF off), as a ``Transmit``'s payload.
+
+    A real node sets DF on every datagram for the path MTU search, but only the data plane sizes its
+    datagrams to the path. An overlay control message or a DHT message (up to 4 kB: a sync answer, a
+    push, a get reply with several values) larger than the link's confirmed size would be dropped by a
+    hop with a smaller MTU (or refused by the interface), and so would each resend. The core marks such
+    a datagram; everywhere else it is plain bytes (the simulator has no MTU)."""
+
+    __slots__ = ()
+
+
 class Service(IntEnum):
     """Which layer a routed message belongs to. 0-15 are the overlay's own."""
 

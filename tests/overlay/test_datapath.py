@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from random import Random
 
+import pytest
+
 from overlay import (
     APP_HEADER,
     ASSUMED_PAYLOAD,
@@ -15,6 +17,7 @@ from overlay import (
     Delivered,
     Endpoint,
     Identity,
+    MayFragment,
     OverlayConfig,
     OverlayNode,
     PmtuConfig,
@@ -57,7 +60,8 @@ class Pair:
         self.events: list[object] = []
         self.dropped = 0
         self.fragmented: list[int] = []
-        self.refused: list[int] = []
+        self.refused: list[bytes] = []
+        self.probes_only = False
 
     def _node(self, identity: Identity, bootstrap: tuple[Endpoint, ...], me: Endpoint) -> OverlayNode:
         config = OverlayConfig(realm="dp", secret=SECRET, bootstrap=bootstrap)
@@ -84,12 +88,16 @@ class Pair:
                     self.events.append(event)
 
     def deliver(self, src: OverlayNode, me: Endpoint, data: bytes, addr: Endpoint) -> None:
-        if len(data) > self.mtu:
+        if isinstance(data, MayFragment):
+            assert not self.probes_only, "only probes were expected here"
+            if len(data) > self.mtu:
+                self.fragmented.append(len(data))  # DF off: the sender's kernel or a router cuts it
+        elif len(data) > self.mtu:
             if not self.local:
                 self.dropped += 1
                 return
             if not src.datapath.too_big(addr, data, self.now):
-                self.refused.append(len(data))
+                self.refused.append(bytes(data))
                 return
             self.fragmented.append(len(data))
         self.by_endpoint[addr].receive_datagram(data, me, self.now)
@@ -168,30 +176,56 @@ def test_a_local_interface_refusal_bounds_the_search_at_once() -> None:
     assert pair.a.counters["tx_too_big"] > 0
 
 
-def test_a_message_larger_than_the_interface_is_sent_again_fragmented_but_a_probe_is_not() -> None:
+def _dht_messages(pair: Pair) -> list[bytes]:
+    return [e.payload for e in pair.events if isinstance(e, Delivered) and e.service == Service.DHT]
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_message_larger_than_its_link_carries_goes_with_fragmentation_allowed(local: bool) -> None:
     """DF is on for every datagram, yet only the data plane's are sized to the path: a DHT message of
-    3 kB refused by the local interface was lost, and so were its resends."""
-    pair = Pair(1300, local=True).linked()
+    3 kB was dropped by a router with a smaller MTU (or refused by the sender's interface), and so was
+    every resend. Marked ``MayFragment``, it goes with DF off; the path MTU probes never do."""
+    pair = Pair(1300, local=local).linked()
     peer = pair.b.address
     pair.a.datapath.direct_limit(peer, pair.now)  # data on the link: the path MTU search starts
+    pair.probes_only = True
     pair.run(10.0)
+    pair.probes_only = False
     path = pair.a.datapath.mtus.path(peer)  # type: ignore[union-attr]
     assert path is not None and path.state is PmtuState.COMPLETE and 1300 - 16 <= path.mtu <= 1300
-    assert pair.a.counters["tx_too_big"] > 0 and not pair.fragmented  # refused probes stayed refused
+    assert not pair.fragmented  # too big probes were lost or refused, none went through in pieces
     pair.events.clear()
+    too_big = pair.a.counters["tx_too_big"]
     big = bytes(range(256)) * 12
     pair.a.send(peer, Service.DHT, big, pair.now)
+    small = b"fits"
+    pair.a.send(peer, Service.DHT, small, pair.now)
     pair.pump()
-    got = [e for e in pair.events if isinstance(e, Delivered) and e.service == Service.DHT]
-    assert [e.payload for e in got] == [big] and got[0].src == pair.a.address
+    assert _dht_messages(pair) == [big, small]
     assert len(pair.fragmented) == 1 and pair.fragmented[0] > 3072
-    assert pair.a.counters["tx_fragmented"] == 1
-    probe_size = pair.refused[-1]  # a message of a refused probe's very size still goes
-    twin = bytes(probe_size - DATA_OVERHEAD - APP_HEADER)
-    pair.a.send(peer, Service.DHT, twin, pair.now)
+    assert pair.a.counters["tx_fragmented"] == 1 and pair.a.counters["tx_too_big"] == too_big
+
+
+def test_a_refused_datagram_is_sent_again_fragmented_unless_it_is_a_probe() -> None:
+    """The interface's MTU shrinks below the link's confirmed size: a message that fitted the link is
+    refused with EMSGSIZE, and sent again at once with fragmentation allowed. A probe is known by its
+    DATA header, not its size: a message of a refused probe's very size is no probe."""
+    pair = Pair(1300, local=True).linked()
+    peer = pair.b.address
+    pair.a.datapath.direct_limit(peer, pair.now)
+    pair.run(10.0)
+    confirmed = pair.a.datapath.confirmed_size(peer)
+    assert confirmed is not None and confirmed > 1250 and pair.refused
+    pair.mtu = 1250
+    pair.events.clear()
+    message = bytes(confirmed - DATA_OVERHEAD - APP_HEADER)  # fits the link as measured
+    pair.a.send(peer, Service.DHT, message, pair.now)
     pair.pump()
-    got = [e for e in pair.events if isinstance(e, Delivered) and e.service == Service.DHT]
-    assert pair.fragmented[-1] == probe_size and got[-1].payload == twin
+    assert _dht_messages(pair) == [message] and pair.fragmented == [confirmed]
+    assert pair.a.counters["tx_fragmented"] == 1
+    probe = pair.refused[0]
+    assert not pair.a.datapath.too_big(EB, probe, pair.now)
+    assert pair.a.datapath.too_big(EB, bytes(len(probe)), pair.now)
 
 
 def test_a_path_that_shrinks_silently_is_found_again_by_confirmation_probes() -> None:
