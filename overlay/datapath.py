@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .address import Address
-from .events import Endpoint
+from .events import Endpoint, MayFragment
 from .linkmtu import ASSUMED_PAYLOAD as _ASSUMED
 from .linkmtu import LinkMtus, probe_ack, probe_plaintext, probe_size
 from .linksession import PlaintextSink, Session, SessionState
@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 APP_HEADER = 2
 """Bytes an application message adds inside a sealed datagram: the kind and the service."""
+
+ALWAYS_FITS = PmtuConfig().min_size
+"""Datagrams up to this size fit every path (576-byte IPv4): above it, the node asks
+:meth:`DataPath.mark_oversized` whether its link is known to carry one."""
 
 MAX_PROBES_KEPT = 64
 """Probes remembered per link (by their DATA header, whose session index and counter no other
@@ -280,10 +284,11 @@ class DataPath:
             node.counters["tx_fragmented"] += 1
             return True
         size = len(datagram)
+        header = bytes(datagram[:DATA_HEADER_BYTES])
         probe = False
         for link in list(node.table):
             if link.endpoint == addr and link.peer in self.mtus:
-                probe |= bytes(datagram[:DATA_HEADER_BYTES]) in self._probes.get(link.peer, ())
+                probe |= header in self._probes.get(link.peer, ())
                 self._send_probes(link, self.mtus.too_big(link.peer, size, now), now)
         if not probe:
             node.counters["tx_fragmented"] += 1
@@ -296,6 +301,15 @@ class DataPath:
             return None
         path = self.mtus.path(peer)
         return self.mtus.config.base if path is None else path.mtu
+
+    def mark_oversized(self, peer: Address, datagram: bytes) -> bytes:
+        """``datagram`` for the link to ``peer`` as it should be sent: :class:`MayFragment` (DF off)
+        when larger than the link is known to carry, as a control or DHT message may be."""
+        limit = self.confirmed_size(peer)
+        if limit is None or len(datagram) <= limit:
+            return datagram
+        self.node.counters["tx_fragmented"] += 1
+        return MayFragment(datagram)
 
     # -- hooks of the node -----------------------------------------------------------------------------
 

@@ -27,13 +27,12 @@ from typing import Any
 from .address import Address, short
 from .config import OverlayConfig
 from .connector import Connector
-from .datapath import DataPath
+from .datapath import ALWAYS_FITS, DataPath
 from .events import (
     Delivered,
     Endpoint,
     LinkDown,
     LinkUp,
-    MayFragment,
     OverlayEvent,
     Service,
     Transmit,
@@ -87,10 +86,6 @@ from .wire import (
 )
 
 log = logging.getLogger(__name__)
-
-_ALWAYS_FITS = PmtuConfig().min_size
-"""Datagrams up to this size fit every path (576-byte IPv4): :meth:`OverlayNode.send_plain` looks up the
-link's confirmed size only above it."""
 
 Path = Endpoint | TunnelPath
 """Where a datagram came from or goes to: an underlay endpoint, or a tunnel through the overlay."""
@@ -305,11 +300,8 @@ class OverlayNode(Routing):
             self.counters["tx_seal_refused"] += 1
             return
         link.last_tx = now
-        if len(datagram) > _ALWAYS_FITS:
-            limit = self.datapath.confirmed_size(link.peer)
-            if limit is not None and len(datagram) > limit:
-                self.counters["tx_fragmented"] += 1
-                datagram = MayFragment(datagram)
+        if len(datagram) > ALWAYS_FITS:
+            datagram = self.datapath.mark_oversized(link.peer, datagram)
         self.transmit(datagram, self.link_path(link), now)
 
     def send_control(self, link: Link, msg: Any, now: float) -> None:
