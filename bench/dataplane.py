@@ -13,6 +13,10 @@ Two namespaces are joined by a veth pair with the underlay MTU ``M``. The script
 - ``ipop_tcp_rtt_ms`` and ``wireguard_go_tcp_rtt_ms``: the iperf3 sender's mean smoothed TCP RTT
   during the run (the kernel's ``tcpi_rtt``), i.e. the latency under full load: what the queues along
   the tunnel add (bufferbloat) on top of the idle RTT;
+- ``ipop_tcp_retransmits`` and ``wireguard_go_tcp_retransmits``: segments the iperf3 sender sent again
+  (loss inside the tunnel), and ``ipop_socket_drops``: datagrams the kernel dropped at the ipop nodes'
+  full UDP receive buffers during the run (``SO_MEMINFO``); ``tcp_congestion_control``: the
+  namespaces' default, which iperf3 uses (BBR ignores loss that CUBIC halves its window for);
 - ``ipop_cpu_pct``: CPU of both ipop processes during the iperf3 run, in % of one core (also per node);
 - ``ipop_keepalive_lost`` and ``ipop_links_lost``: keepalive pings left unanswered, and links given up
   for silence, on both nodes during the iperf3 run (issue 7: 0 under full load);
@@ -57,11 +61,17 @@ def measure(mtu: int, seconds: float) -> dict[str, Any]:
         "seconds": seconds,
         "cpus": os.cpu_count(),
         "kernel": os.uname().release,
+        "tcp_congestion_control": None,
     }
     try:
         lab.setup()
         physical_gbps, physical_rtt = physical(lab)
         wg, wg_rtt, wg_tcp_rtt = wireguard_go(lab)
+        wg_retransmits = lab.last_tcp_retransmits if wg is not None else None
+        result["tcp_congestion_control"] = (
+            lab.run("sysctl", "-n", "net.ipv4.tcp_congestion_control", ns=lab.ns_a, check=False).strip()
+            or None
+        )
         ipop = IpopRun(lab).measure()
     finally:
         lab.close()
@@ -86,6 +96,9 @@ def measure(mtu: int, seconds: float) -> dict[str, Any]:
         ipop_rtt_ms=ipop["ipop_rtt_ms"],
         wireguard_go_tcp_rtt_ms=wg_tcp_rtt,
         ipop_tcp_rtt_ms=ipop["ipop_tcp_rtt_ms"],
+        wireguard_go_tcp_retransmits=wg_retransmits,
+        ipop_tcp_retransmits=ipop["ipop_tcp_retransmits"],
+        ipop_socket_drops=ipop["ipop_socket_drops"],
         notes=lab.notes,
     )
     return result

@@ -69,6 +69,8 @@ class IpopRun:
             "ipop_cpu_pct_per_node": None,
             "ipop_keepalive_lost": None,
             "ipop_links_lost": None,
+            "ipop_tcp_retransmits": None,
+            "ipop_socket_drops": None,
             "dhcp_bound_s_p50": None,
             "dns_ms_p50": None,
         }
@@ -119,10 +121,12 @@ class IpopRun:
             before = self.liveness(python, env, both)
             gbps, cpu = self.lab.iperf(target, [n.pid for n in nodes])
             out["ipop_tcp_rtt_ms"] = self.lab.last_tcp_rtt_ms
+            out["ipop_tcp_retransmits"] = self.lab.last_tcp_retransmits
             after = self.liveness(python, env, both)
             if before is not None and after is not None:
                 out["ipop_keepalive_lost"] = after[0] - before[0]
                 out["ipop_links_lost"] = after[1] - before[1]
+                out["ipop_socket_drops"] = after[2] - before[2]
             out["ipop_gbps"] = gbps
             out["ipop_cpu_pct_per_node"] = list(cpu.values())
             out["ipop_cpu_pct"] = round(sum(cpu.values()), 1)
@@ -158,16 +162,19 @@ class IpopRun:
     def liveness(
         self, python: str, env: dict[str, str], nodes: Sequence[tuple[Path, str]]
     ) -> list[int] | None:
-        """Keepalive pings left unanswered and links given up for silence, summed over ``nodes``
-        (config and namespace each); None when a node does not say."""
-        totals = [0, 0]
+        """Keepalive pings left unanswered, links given up for silence, and datagrams the kernel
+        dropped because a node's UDP receive buffer was full, summed over ``nodes`` (config and
+        namespace each); None when a node does not say."""
+        totals = [0, 0, 0]
         for conf, ns in nodes:
             try:
-                counters = self.status(python, env, conf, ns)["overlay"]["counters"]
+                overlay = self.status(python, env, conf, ns)["overlay"]
+                counters = overlay["counters"]
             except (KeyError, TypeError):
                 return None
             totals[0] += int(counters.get("probes_unanswered", 0))
             totals[1] += int(counters.get("links_lost_silent", 0))
+            totals[2] += int((overlay.get("socket") or {}).get("rx_dropped") or 0)
         return totals
 
     def started(self, node: subprocess.Popen[bytes], ns: str, dev: str) -> bool:

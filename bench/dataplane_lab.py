@@ -42,6 +42,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.notes: list[str] = []
         self.last_tcp_rtt_ms: float | None = None
+        self.last_tcp_retransmits: int | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -129,8 +130,10 @@ class Lab:
 
     def iperf(self, server_ip: str, watch: Sequence[int] = ()) -> tuple[float | None, dict[int, float]]:
         """Gbit/s received by a single TCP stream from A to B, and the CPU % of ``watch`` meanwhile.
-        The sender's mean TCP RTT of the run is left in ``last_tcp_rtt_ms`` (None when not reported)."""
+        The sender's mean TCP RTT of the run is left in ``last_tcp_rtt_ms`` and its retransmitted
+        segments in ``last_tcp_retransmits`` (None when not reported)."""
         self.last_tcp_rtt_ms = None
+        self.last_tcp_retransmits = None
         server = self.start("iperf3-server", ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], self.ns_b)
         try:
             wait_until(lambda: f":{IPERF_PORT}" in self.run("ss", "-ltn", ns=self.ns_b), 10, "iperf3 server")
@@ -157,6 +160,8 @@ class Lab:
             result = json.loads(out)
             with contextlib.suppress(KeyError, IndexError, TypeError):
                 self.last_tcp_rtt_ms = result["end"]["streams"][0]["sender"]["mean_rtt"] / 1000
+            with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+                self.last_tcp_retransmits = int(result["end"]["streams"][0]["sender"]["retransmits"])
             return result["end"]["sum_received"]["bits_per_second"] / 1e9, cpu
         except (ValueError, KeyError):
             self.notes.append(f"iperf3 to {server_ip} failed: {out[-300:]}")

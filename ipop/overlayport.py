@@ -291,6 +291,7 @@ class OverlayPort:
         status["dht"] = self.dht_node.stats.as_dict()
         datapath = self.node.datapath
         status["fast_rx"] = {"datagrams": datapath.rx_datagrams, "bytes": datapath.rx_bytes}
+        status["socket"] = self.driver.status()
         return status
 
     # -- events and timers ---------------------------------------------------------------------------

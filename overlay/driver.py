@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .events import Endpoint, MayFragment, OverlayEvent, Transmit
+from .rxbuffer import FLOOR, ReceiveBufferSizer
 from .udpopts import enable_gro, gso_runs, gso_supported, recv_gro, send_segments, set_pmtu_discover
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,12 @@ DRAIN = 64
 RECV_BYTES = 65535
 SOCKET_BUFFER = 4 << 20
 """4 MiB send buffer absorbs bursts while the interface is busy (the kernel caps it at wmem_max)."""
-RECEIVE_BUFFER = 128 << 10
-"""The receive buffer is the tunnel's queue when this node is the slower end: whatever waits in it
-delays every packet inside the tunnel. 4 MiB (the kernel doubles it: 8 MiB) let one TCP stream's
-RTT inside the tunnel reach 19-93 ms at 0.4-0.5 Gbit/s over a 1500-byte underlay; 128 KiB (256 KiB
-for the kernel, ~4 ms at that rate) brought it to 3.5-7 ms, and over a 65535 underlay from ~5 to
-1.2-3 ms, with no lost keepalive (docs/dataplane.md, phase 4). An overflow drops datagrams, which
-TCP inside the tunnel reads as congestion, as it should."""
+RECEIVE_BUFFER = FLOOR
+"""The receive buffer a socket starts with; the driver then sizes it to a few milliseconds of what the
+node reads (:mod:`overlay.rxbuffer` says why a fixed size is wrong at any rate)."""
+SO_MEMINFO = 55
+"""``getsockopt`` of the socket's memory counters (Linux): the ninth is the datagrams it dropped."""
+_MEMINFO = struct.Struct("9I")
 
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
@@ -170,6 +170,9 @@ class UdpDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
+        self.rx_bytes = 0
+        """Bytes read from the socket (what the receive buffer is sized by)."""
+        self.rx_buffer = ReceiveBufferSizer()
         self.listeners: list[socket.socket] = []
         self.closed = False
         self.gso = self.gro = False
@@ -198,6 +201,7 @@ class UdpDriver:
         now = self.loop.time()
         recv = sock.recvfrom
         fast = self.fast_receive
+        got = 0
         for _ in range(DRAIN):
             try:
                 data, addr = recv(RECV_BYTES)
@@ -206,9 +210,11 @@ class UdpDriver:
             except OSError as exc:  # ICMP errors surface here (port unreachable): not fatal for UDP
                 log.debug("recvfrom: %s", exc)
                 continue
+            got += len(data)
             endpoint = (addr[0], addr[1])
             if fast is None or not fast(data, endpoint, now):
                 core.receive_datagram(data, endpoint, now)
+        self._read(got, now)
         for done in self.after_batch:
             done()
         self.flush()
@@ -218,6 +224,7 @@ class UdpDriver:
         now = self.loop.time()
         receive = core.receive_datagram
         fast = self.fast_receive_many
+        got = 0
         for _ in range(DRAIN):
             try:
                 parts, addr = recv_gro(sock, RECV_BYTES)
@@ -226,6 +233,7 @@ class UdpDriver:
             except OSError as exc:
                 log.debug("recvmsg: %s", exc)
                 continue
+            got += len(parts[0].obj)  # type: ignore[arg-type]  # the whole read buffer
             # The data path opens views of the read buffer (the AEAD reads them in place and writes
             # the plaintext where the data path says): no copy per datagram; only what it does not
             # take is copied for the core, which may keep what it is given.
@@ -233,9 +241,39 @@ class UdpDriver:
             for part in rest:
                 whole = len(parts) == 1 and isinstance(part, memoryview)
                 receive(part.obj if whole else bytes(part), addr, now)  # type: ignore[union-attr,arg-type]
+        self._read(got, now)
         for done in self.after_batch:
             done()
         self.flush()
+
+    def _read(self, got: int, now: float) -> None:
+        """Count what one wake-up read and, once per window, resize the receive buffer to it."""
+        self.rx_bytes += got
+        sizer = self.rx_buffer
+        if sizer.due(now):
+            size = sizer.update(now, self.rx_bytes)
+            if size is not None:
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+                except OSError as exc:
+                    log.debug("SO_RCVBUF %d: %s", size, exc)
+
+    def status(self) -> dict[str, int | None]:
+        """The socket's figures: its receive buffer as the kernel counts it (twice what was asked), the
+        datagrams the kernel dropped because it was full, bytes read and send errors."""
+        dropped: int | None = None
+        with contextlib.suppress(OSError, struct.error):
+            dropped = _MEMINFO.unpack(self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size))[8]
+        buffer: int | None = None
+        with contextlib.suppress(OSError):
+            buffer = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        return {
+            "rx_buffer": buffer,
+            "rx_dropped": dropped,
+            "rx_bytes": self.rx_bytes,
+            "rx_peak_bytes_per_s": int(self.rx_buffer.peak_rate),
+            "send_errors": self.send_errors,
+        }
 
     def add_listener(self, sock: socket.socket) -> None:
         """Also feed the core what ``sock`` receives (a socket bound to a LAN's broadcast address, for
