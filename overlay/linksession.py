@@ -347,6 +347,10 @@ class Session:
         self._advance(_Event.FIN_VERIFIED)
         self.transcript = None
 
+    def receive_loss(self) -> tuple[int, int]:
+        """``(missing, span)`` of the peer's recent DATA counters (``ReplayWindow.missing``)."""
+        return self._window.missing()
+
     def needs_rekey(self, now: float, rekey_s: float) -> bool:
         """True when the layer above should run a new handshake and move traffic to it: the session
         is ``rekey_s`` old, or its key protected enough data to approach an AEAD usage limit."""

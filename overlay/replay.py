@@ -67,3 +67,9 @@ class ReplayWindow:
             return False
         self.holes &= ~(1 << d)
         return True
+
+    def missing(self) -> tuple[int, int]:
+        """``(missing, span)``: of the last ``span`` counters (up to ``REPLAY_WINDOW``, the highest
+        accepted counting), how many have not arrived. The holes of a path that loses datagrams: a
+        loss estimate for free (the newest few may still be in flight, reordered)."""
+        return self.holes.bit_count(), min(self.top, REPLAY_WINDOW)

@@ -16,7 +16,9 @@ from overlay import Cluster, Delivered, Member, Service
 from overlay.address import Address
 from overlay.maintenance import FAILED_HOLD_S, SHORTCUT_RETRY_S
 from overlay.punching import NEVER
+from overlay.relay import relay_cost
 from overlay.table import SHORTCUT
+from overlay.wire import Neighbour
 
 TYPES = ["public", "full", "addr", "port", "sym", "symr"]
 
@@ -317,3 +319,32 @@ def test_no_node_sends_unsolicited_to_a_nat_it_only_heard_of() -> None:
                     assert link.direct, (seed, m.nat_type, types[link.peer], link.path_text())
         released += sum(m.node.counters["punch_holds_released"] for m in members)
     assert released >= 1
+
+
+def test_a_relay_behind_a_lossy_link_is_passed_over_for_a_clean_one_with_a_longer_rtt() -> None:
+    """The NAT grid's flake: a tunnel took the site with 20 % loss as its relay because its RTT was
+    the lowest, and pings through it came back 3 and 7 times of 10. The loss node a sees on its link
+    to a candidate (the holes in that peer's DATA counters) now weighs more than a few ms of RTT."""
+    cluster = Cluster(3)
+    boot = cluster.add_node()
+    cluster.set_bootstrap([boot])
+    lossy, clean = cluster.add_node(nat="full"), cluster.add_node(nat="full")
+    a = cluster.add_node(nat="sym")
+    run_until(cluster, lambda: linked(a, lossy) and linked(a, clean), 60)
+    lossy.host.impair(loss=0.2)
+    for _ in range(100):  # traffic from the lossy site to a over their direct link
+        lossy.node.send(a.node.address, Service.IPOP, b"x" * 100, cluster.now)
+        lossy.host.poke()
+        cluster.scheduler.run_for(0.05)
+    to_lossy, to_clean = a.node.table.get(lossy.node.address), a.node.table.get(clean.node.address)
+    assert to_lossy is not None and to_lossy.direct and to_clean is not None and to_clean.direct
+    missing, seen = zip(*(s.receive_loss() for s in to_lossy.sessions), strict=True)
+    assert 0.1 < sum(missing) / sum(seen) < 0.35  # the holes show the loss
+    to_lossy.srtt, to_clean.srtt = 0.010, 0.030  # the lossy relay is the nearer by far
+    relays = a.node.connector.relays
+    offered = tuple(Neighbour(m.node.address, (m.host.endpoint,)) for m in (lossy, clean))
+    assert relays.choose(offered) == clean.node.address
+    assert relay_cost(to_clean) == pytest.approx(0.030)  # clean: the RTT alone, as before
+    assert relay_cost(to_lossy) > 10 * 0.010
+    to_clean.srtt = 0.2  # far slower than the loss costs: the RTT decides again
+    assert relays.choose(offered) == lossy.node.address

@@ -114,3 +114,16 @@ def test_marking_agrees_with_the_reference_model(sequence: list[int]) -> None:
         assert window.mark(counter) == expected
         if expected:
             model.mark(counter)
+
+
+def test_the_holes_of_the_window_are_the_paths_recent_loss() -> None:
+    window = ReplayWindow()
+    assert window.missing() == (0, 0)
+    for counter in range(1, 101):
+        if counter % 5:  # every fifth datagram lost
+            window.mark(counter)
+    assert window.missing() == (19, 99)  # 5 ... 95 missing below the top (99); 100 was lost too
+    window.mark(95)
+    assert window.missing() == (18, 99)  # a late arrival fills its hole
+    window.mark(100 + REPLAY_WINDOW + 10)  # a jump past the window: everything in it missing
+    assert window.missing() == (REPLAY_WINDOW - 1, REPLAY_WINDOW)
