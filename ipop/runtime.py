@@ -35,6 +35,7 @@ from . import confvalues as cv
 from .config import IpopConfig
 from .configfile import resolve_bootstrap
 from .control import ControlServer
+from .heap import keep_heap_top
 from .logs import node_prefix
 from .overlayport import OverlayPort
 from .state import StateDir
@@ -221,6 +222,7 @@ def run_node(config: IpopConfig) -> None:
     """``ipop up``: run a node in the foreground until SIGINT or SIGTERM. Returns after a clean stop.
     A failure raises the exception itself, not the task group's wrapper around it, so that the CLI
     can report a start-up failure (StateError, TapError, OSError) in one line."""
+    keep_heap_top()  # the data plane's 64 KiB buffers: no page faults per frame (ipop.heap)
     try:
         asyncio.run(Node(config).serve())
     except BaseExceptionGroup as group:
