@@ -46,6 +46,9 @@ SOCKET_BUFFER = 4 << 20
 RECEIVE_BUFFER = FLOOR
 """The receive buffer a socket starts with; the driver then sizes it to a few milliseconds of what the
 node reads (:mod:`overlay.rxbuffer` says why a fixed size is wrong at any rate)."""
+SO_RCVBUFFORCE = 33
+"""``SO_RCVBUF`` past ``net.core.rmem_max``, for a process with CAP_NET_ADMIN (Linux; Python's socket
+module does not name it)."""
 SO_MEMINFO = 55
 """``getsockopt`` of the socket's memory counters (Linux): the ninth is the datagrams it dropped."""
 _MEMINFO = struct.Struct("9I")
@@ -173,6 +176,8 @@ class UdpDriver:
         self.rx_bytes = 0
         """Bytes read from the socket (what the receive buffer is sized by)."""
         self.rx_buffer = ReceiveBufferSizer()
+        self._force_rcvbuf = True
+        """Whether ``SO_RCVBUFFORCE`` may still work (cleared at its first EPERM)."""
         self.listeners: list[socket.socket] = []
         self.closed = False
         self.gso = self.gro = False
@@ -253,10 +258,25 @@ class UdpDriver:
         if sizer.due(now):
             size = sizer.update(now, self.rx_bytes)
             if size is not None:
-                try:
-                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-                except OSError as exc:
-                    log.debug("SO_RCVBUF %d: %s", size, exc)
+                self._set_receive_buffer(size)
+
+    def _set_receive_buffer(self, size: int) -> None:
+        """``SO_RCVBUFFORCE`` where the node may (it runs as root for its TAP device): a stock kernel
+        caps ``SO_RCVBUF`` at ``net.core.rmem_max``, 208 KiB, below what a fast link needs; the sizer's
+        own ceiling bounds it instead. Without the privilege, ``SO_RCVBUF`` within the kernel's cap."""
+        if self._force_rcvbuf:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+                return
+            except PermissionError:
+                self._force_rcvbuf = False
+            except OSError as exc:
+                log.debug("SO_RCVBUFFORCE %d: %s", size, exc)
+                return
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as exc:
+            log.debug("SO_RCVBUF %d: %s", size, exc)
 
     def status(self) -> dict[str, int | None]:
         """The socket's figures: its receive buffer as the kernel counts it (twice what was asked), the

@@ -11,7 +11,7 @@ on the other hand, lets a slow receiver build a queue of tens of milliseconds (4
 19-93 ms of RTT inside the tunnel, docs/dataplane.md, phase 4).
 
 So the buffer is sized in *time*: :data:`QUEUE_S` of the node's recent peak read rate, between a floor
-(the old fixed size, for a quiet node) and a ceiling (what the kernel allows without privileges). It
+(the old fixed size, for a quiet node) and a ceiling. It
 absorbs a burst at any rate, and a queue that stands in it still drains within about ``QUEUE_S`` (the
 target CoDel uses). The rate is measured from the bytes the driver read, over windows of at least
 :data:`WINDOW_S`; its peak decays with a half-life of :data:`HALF_LIFE_S` once traffic slows, so the
@@ -26,7 +26,8 @@ QUEUE_S = 0.005
 FLOOR = 128 << 10
 """The least size asked for (the kernel doubles what it is given, for its bookkeeping)."""
 CEILING = 4 << 20
-"""The most asked for: 4 MiB, Debian's ``net.core.rmem_max`` (the kernel caps any larger request)."""
+"""The most asked for: 4 MiB, 6 ms at 5 Gbit/s. The driver sets it with ``SO_RCVBUFFORCE`` where it may
+(a stock kernel caps ``SO_RCVBUF`` at ``net.core.rmem_max``, 208 KiB)."""
 WINDOW_S = 0.125
 """The shortest time over which a rate is measured (an eighth of a second: exact in binary)."""
 HALF_LIFE_S = 2.0

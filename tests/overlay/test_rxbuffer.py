@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +146,35 @@ async def test_a_driver_grows_its_sockets_receive_buffer_with_the_rate_it_reads(
         assert status["rx_bytes"] == driver.rx_bytes > 0 and core.received > 0
         assert status["rx_peak_bytes_per_s"] and status["rx_peak_bytes_per_s"] > FLOOR
         assert status["rx_dropped"] is not None and status["rx_dropped"] >= 0
+    finally:
+        driver.close()
+        tx.close()
+
+
+def rmem_max() -> int:
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="SO_RCVBUFFORCE needs CAP_NET_ADMIN")
+async def test_a_node_run_as_root_sizes_its_buffer_past_the_kernels_cap() -> None:
+    """A stock kernel caps SO_RCVBUF at net.core.rmem_max (208 KiB): a node, root for its TAP
+    device, asks with SO_RCVBUFFORCE, so its own ceiling is what bounds the buffer."""
+    cap = rmem_max()
+    loop = asyncio.get_running_loop()
+    rx = open_udp_socket("127.0.0.1", 0)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    driver = UdpDriver(SilentCore(), rx, fast=True)
+    driver.rx_buffer = ReceiveBufferSizer(queue_s=1000.0, ceiling=2 * cap)  # any traffic asks the ceiling
+    try:
+        tx.setblocking(False)
+        tx.connect(rx.getsockname())
+        deadline = loop.time() + 20
+        while driver.rx_buffer.size != 2 * cap:
+            assert loop.time() < deadline, "the sizer never asked for its ceiling"
+            with contextlib.suppress(BlockingIOError):
+                tx.send(b"\x5a" * 1200)
+            await asyncio.sleep(0.01)
+        assert driver.status()["rx_buffer"] == 2 * (2 * cap)  # the kernel's doubling, past its cap
     finally:
         driver.close()
         tx.close()
