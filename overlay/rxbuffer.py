@@ -11,12 +11,12 @@ on the other hand, lets a slow receiver build a queue of tens of milliseconds (4
 19-93 ms of RTT inside the tunnel, docs/dataplane.md, phase 4).
 
 So the buffer is sized in *time*: :data:`QUEUE_S` of the node's recent peak read rate, between a floor
-(the old fixed size, for a quiet node) and a ceiling. It
-absorbs a burst at any rate, and a queue that stands in it still drains within about ``QUEUE_S`` (the
-target CoDel uses). The rate is measured from the bytes the driver read, over windows of at least
-:data:`WINDOW_S`; its peak decays with a half-life of :data:`HALF_LIFE_S` once traffic slows, so the
-buffer shrinks back. A new size is proposed only when it differs by a quarter from the current one (or
-reaches the floor or the ceiling): one ``setsockopt`` per change of regime, not per window.
+(the old fixed size, for a quiet node) and a ceiling. It absorbs a burst at any rate, and a queue that
+stands in it still drains within about ``QUEUE_S`` (the target CoDel uses). The rate is measured from the
+bytes the driver read, over windows of at least :data:`WINDOW_S`; its peak decays with a half-life of
+:data:`HALF_LIFE_S` once traffic slows, so the buffer shrinks back. A new size is proposed only when it
+differs by a quarter from the current one (or reaches the floor or the ceiling): one ``setsockopt`` per
+change of regime, not per window.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 CHURN = """
 import resource, sys
@@ -24,7 +25,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def faults(keep: bool) -> int:
-    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[2])
     out = subprocess.run(
         [sys.executable, "-c", CHURN.format(root=root, keep=keep)], capture_output=True, text=True, check=True
     )
