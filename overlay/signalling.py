@@ -126,7 +126,15 @@ class Signalling:
             # node of resident memory after the mass join, and nothing in steady state.
             c.punch.respond(msg.token, src, msg.candidates, now, hops)
         reply = ConnectReply(msg.token, c.candidates(), c.relays.reply_neighbours())
-        node.send_overlay(src, reply, now, via=msg.reply_via)
+        via = msg.reply_via
+        link = node.table.get(src)
+        if hops == 1 and link is not None and link.direct and link.sessions:
+            # The requester sent this over its own link to us: the answer goes back over it, not
+            # through the peer it joined through. A joiner's probe for its own position was so
+            # answered through its bootstrap peer while that peer's ring neighbourhood was still
+            # settling in a flash crowd; the answers were lost and it joined 15 s late (1 seed in 8).
+            via = None
+        node.send_overlay(src, reply, now, via=via)
         c.punch.answered(msg.token, reply.candidates, msg.reply_via)
 
     def _advertise_again(self, attempt: Attempt, now: float) -> bool:
