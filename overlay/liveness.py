@@ -92,9 +92,7 @@ class Liveness:
         interval = self.interval(link)
         if link.probe_sent == 0.0 and idle < interval:
             link.probe_tries = 0
-            # Due when the link has been quiet for its interval (strictly later than now, as idle is
-            # less); a little jitter keeps the two ends from pinging each other in the same instant.
-            self._arm(link, link.last_rx + interval * (1.0 + 0.05 * node.rng.random()))
+            self._arm_quiet(link, interval)
             return
         if link.probe_sent and link.last_rx >= link.probe_sent:
             link.probe_sent, link.probe_tries = 0.0, 0  # answered (by the pong or anything else)
@@ -110,6 +108,22 @@ class Liveness:
             node.drop_link(link, f"no answer for {idle:.1f} s", now)
             return
         self._probe(link, now)
+
+    def heard(self, link: Link) -> None:
+        """The peer answered our ping, or pinged us: the link is alive, and needs no look until it has
+        been quiet for its interval again. Moving the check now, rather than when the timer entry
+        armed for the old silence comes due, lets ``OverlayNode.get_timer`` drop that entry unfired:
+        a keepalive round then wakes the two nodes once (the ping) instead of three times (the ping,
+        the other end's check, the pinger's probe timeout; docs/simscale.md, phase 7)."""
+        if link.probe_sent == 0.0:
+            link.probe_tries = 0
+            self._arm_quiet(link, self.interval(link))
+
+    def _arm_quiet(self, link: Link, interval: float) -> None:
+        """Due when the link has been quiet for its interval (later than now, as the caller saw
+        traffic within it); a little jitter keeps the two ends from pinging each other in the same
+        instant."""
+        self._arm(link, link.last_rx + interval * (1.0 + 0.05 * self.node.rng.random()))
 
     def on_send(self, link: Link, now: float) -> None:
         """A message is going out on ``link``: if its peer has been silent too long, probe now."""
@@ -138,3 +152,16 @@ class Liveness:
             return
         link.next_wake = when
         self.node.set_timer(when, "link", link.peer)
+
+    def early(self, link: Link, when: float) -> bool:
+        """Whether the timer entry for ``link`` due at ``when`` comes before the link's check, so that
+        firing it would only re-arm (the first branch of :meth:`check`). If so, do that re-arm now:
+        the caller has dropped the entry."""
+        if when >= link.next_check:
+            return False
+        if link.next_wake is not None and when >= link.next_wake:
+            link.next_wake = None
+        if link.next_wake is None or link.next_wake > link.next_check:
+            link.next_wake = link.next_check
+            self.node.set_timer(link.next_check, "link", link.peer)
+        return True

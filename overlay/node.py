@@ -173,7 +173,22 @@ class OverlayNode(Routing):
         return out
 
     def get_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        """The earliest timer entry's time. Entries of links whose check has moved later since they
+        were pushed (a keepalive answered, a ping heard) and of links gone are dropped here instead
+        of waking the node for nothing (``Liveness.early``)."""
+        timers = self._timers
+        links = self.table.links
+        while timers:
+            when, _, kind, ref = timers[0]
+            if kind != "link":
+                return when
+            link = links.get(ref)
+            if link is not None and when >= link.next_check:
+                return when
+            heapq.heappop(timers)
+            if link is not None:
+                self.liveness.early(link, when)
+        return None
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
@@ -461,11 +476,13 @@ class OverlayNode(Routing):
         observed = None if isinstance(path, TunnelPath) else path
         if isinstance(msg, Ping):
             self.send_control(link, Pong(msg.nonce, observed), now)
+            self.liveness.heard(link)
         elif isinstance(msg, Pong):
             if msg.nonce == link.probe_nonce and link.probe_sent:
                 link.observe_rtt(now - link.probe_sent)
                 link.probe_sent = 0.0
                 self.suspects.discard(link.peer)
+                self.liveness.heard(link)
             self.connector.observed(link, msg.observed, now)
         elif isinstance(msg, Hello):
             old, link.peer_roles = link.peer_roles, msg.roles
