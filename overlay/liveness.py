@@ -153,15 +153,12 @@ class Liveness:
         link.next_wake = when
         self.node.set_timer(when, "link", link.peer)
 
-    def early(self, link: Link, when: float) -> bool:
-        """Whether the timer entry for ``link`` due at ``when`` comes before the link's check, so that
-        firing it would only re-arm (the first branch of :meth:`check`). If so, do that re-arm now:
-        the caller has dropped the entry."""
-        if when >= link.next_check:
-            return False
+    def early(self, link: Link, when: float) -> None:
+        """The caller dropped the timer entry for ``link`` due at ``when``, before the link's check
+        (``next_check``): firing it would only have re-armed (the first branch of :meth:`check`), so
+        that re-arm happens now."""
         if link.next_wake is not None and when >= link.next_wake:
             link.next_wake = None
         if link.next_wake is None or link.next_wake > link.next_check:
             link.next_wake = link.next_check
             self.node.set_timer(link.next_check, "link", link.peer)
-        return True
