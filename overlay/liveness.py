@@ -21,7 +21,8 @@ arrival refreshes the other end's ``last_rx``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import heapq
+from typing import TYPE_CHECKING, Any
 
 from .table import NEAR, Link
 from .wire import Ping
@@ -112,7 +113,7 @@ class Liveness:
     def heard(self, link: Link) -> None:
         """The peer answered our ping, or pinged us: the link is alive, and needs no look until it has
         been quiet for its interval again. Moving the check now, rather than when the timer entry
-        armed for the old silence comes due, lets ``OverlayNode.get_timer`` drop that entry unfired:
+        armed for the old silence comes due, lets :meth:`drop_early` drop that entry unfired:
         a keepalive round then wakes the two nodes once (the ping) instead of three times (the ping,
         the other end's check, the pinger's probe timeout; docs/simscale.md, phase 7)."""
         if link.probe_sent == 0.0:
@@ -153,12 +154,24 @@ class Liveness:
         link.next_wake = when
         self.node.set_timer(when, "link", link.peer)
 
-    def early(self, link: Link, when: float) -> None:
-        """The caller dropped the timer entry for ``link`` due at ``when``, before the link's check
-        (``next_check``): firing it would only have re-armed (the first branch of :meth:`check`), so
-        that re-arm happens now."""
-        if link.next_wake is not None and when >= link.next_wake:
-            link.next_wake = None
-        if link.next_wake is None or link.next_wake > link.next_check:
-            link.next_wake = link.next_check
-            self.node.set_timer(link.next_check, "link", link.peer)
+    def drop_early(self, timers: list[tuple[float, int, str, Any]]) -> None:
+        """Drop the link entries at the front of the node's timer heap that would wake it for nothing:
+        their link is gone, or its check moved later since they were pushed (a keepalive answered, a
+        ping heard). Firing one would only re-arm (the first branch of :meth:`check`); that re-arm
+        happens here, so ``OverlayNode.get_timer`` names the next real deadline."""
+        links = self.node.table.links
+        while timers:
+            when, _, kind, ref = timers[0]
+            if kind != "link":
+                return
+            link = links.get(ref)
+            if link is not None and when >= link.next_check:
+                return
+            heapq.heappop(timers)
+            if link is None:
+                continue
+            if link.next_wake is not None and when >= link.next_wake:
+                link.next_wake = None
+            if link.next_wake is None or link.next_wake > link.next_check:
+                link.next_wake = link.next_check
+                self.node.set_timer(link.next_check, "link", link.peer)

@@ -173,22 +173,9 @@ class OverlayNode(Routing):
         return out
 
     def get_timer(self) -> float | None:
-        """The earliest timer entry's time. Entries of links whose check has moved later since they
-        were pushed (a keepalive answered, a ping heard) and of links gone are dropped here instead
-        of waking the node for nothing (``Liveness.early``)."""
         timers = self._timers
-        links = self.table.links
-        while timers:
-            when, _, kind, ref = timers[0]
-            if kind != "link":
-                return when
-            link = links.get(ref)
-            if link is not None and when >= link.next_check:
-                return when
-            heapq.heappop(timers)
-            if link is not None:
-                self.liveness.early(link, when)
-        return None
+        self.liveness.drop_early(timers)  # link entries that would wake the node for nothing
+        return timers[0][0] if timers else None
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
