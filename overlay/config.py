@@ -31,9 +31,14 @@ class OverlayConfig:
     max_far_links: int = 20
     """Upper bound on automatic far links; log2 of a million nodes is 20."""
 
-    keepalive_s: float = 20.0
+    keepalive_s: float = 25.0
     """An idle link is probed after this long. It must stay under the 30 s after which Linux conntrack
-    forgets an unreplied UDP flow, so that NAT mappings of direct links stay open."""
+    forgets an unreplied UDP flow (and many home routers any UDP mapping), so that NAT mappings of direct
+    links stay open: 25 s is WireGuard's advice for its persistent keepalive, for the same reason. With
+    the 5 % jitter of ``overlay.liveness`` and a lost ping repeated within a probe timeout the gap stays
+    under 28 s. The far and shortcut links these keepalives serve are most of a node's links (about
+    2 log2 N of them): each second saved between probes is maintenance traffic saved on every node
+    (20 s before; docs/simscale.md, phase 8)."""
 
     keepalive_near_s: float = 5.0
     """Ring neighbours' links are probed after this much quiet: they decide which node holds a DHT

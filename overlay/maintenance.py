@@ -18,8 +18,9 @@ together after a partition heals, because nodes keep probing the peers they lost
 Far links: ``round(log2 N)`` links (N estimated from the span of the near peers), each towards a ring
 position drawn from Symphony's harmonic distribution, so that greedy routing takes O(log N) hops.
 
-Keepalives: an idle link is pinged after ``keepalive_s``; an unanswered ping is repeated after 1, 2, 4 s
-and after ``probe_retries`` the peer is declared dead. Any authenticated packet counts as life.
+Keepalives (``overlay.liveness``): an idle link is pinged after ``keepalive_s`` (``keepalive_near_s`` for
+ring neighbours); unanswered pings are repeated within a window of a few round trips, and after
+``probe_retries`` the peer is declared dead. Any authenticated packet counts as life.
 """
 
 from __future__ import annotations

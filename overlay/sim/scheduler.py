@@ -1,4 +1,4 @@
-"""Pure. The discrete-event scheduler: a virtual clock and a heap of ``(time, seq, action, args)``.
+"""Pure. The discrete-event scheduler: a virtual clock and a calendar of ``(time, seq, action, args)``.
 
 Theory of operation
 -------------------
