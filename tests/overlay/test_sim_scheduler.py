@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -173,3 +177,71 @@ def test_property_order_is_time_then_insertion_and_cancelled_never_run(
     expected = sorted((t, i) for i, (t, cancel) in enumerate(plan) if not cancel)
     assert ran == [i for _t, i in expected]
     assert s.events == len(expected)
+
+
+class _OneHeap:
+    """The reference: every pending entry in one heap of ``(time, seq)``, as the scheduler was before
+    it became a calendar."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
+        self._seq = 0
+
+    def call_at(self, when: float, action: Callable[..., None], *args: Any) -> int:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, action, args))
+        return self._seq
+
+    def call_later(self, delay: float, action: Callable[..., None], *args: Any) -> int:
+        return self.call_at(self.now + delay, action, *args)
+
+    def next_time(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def run_until(self, until: float) -> bool:
+        while self._heap and self._heap[0][0] <= until:
+            when, _, action, args = heapq.heappop(self._heap)
+            self.now = when
+            action(*args)
+        self.now = until
+        return False
+
+
+def _replay(s: Any, plan: list[tuple[int, int]], stops: list[int]) -> list[tuple[float, int]]:
+    """Run ``plan`` (times in 1/8192 s, up to eight per bucket; each action may schedule one more after
+    a delay) on ``s``, stopping at ``stops`` after a look ahead with ``next_time`` and adding an event due
+    at once each time; what ran, in order."""
+    ran: list[tuple[float, int]] = []
+    later = [1000]
+
+    def act(tag: int, delay: int) -> None:
+        ran.append((s.now, tag))
+        if delay >= 0:
+            later[0] += 1
+            s.call_later(delay / 8192, act, later[0], -1)
+
+    for i, (t, delay) in enumerate(plan):
+        s.call_at(t / 8192, act, i, delay)
+    for stop in sorted(stops):
+        s.next_time()  # the calendar may move on to a bucket later than the clock's
+        s.run_until(max(s.now, stop / 8192))
+        s.call_at(s.now, act, 5000 + stop, -1)
+    s.run_until(1.0)
+    return ran
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=4000), st.integers(min_value=-1, max_value=40)),
+        max_size=80,
+    ),
+    st.lists(st.integers(min_value=0, max_value=4000), max_size=6),
+)
+def test_property_the_calendar_runs_exactly_as_one_heap_would(
+    plan: list[tuple[int, int]], stops: list[int]
+) -> None:
+    """Entries a fraction of a bucket apart, actions that schedule into the bucket being drained and the
+    next ones, runs that end mid-bucket after looking ahead: the same events at the same times in the
+    same order as with one heap of every entry."""
+    assert _replay(Scheduler(), plan, stops) == _replay(_OneHeap(), plan, stops)
